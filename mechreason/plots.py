@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -292,6 +293,20 @@ def png_support() -> str | None:
 _warned = False
 
 
+@cache
+def _start_png_server() -> None:
+    """Keep one headless Chromium for every PNG of this process (about 2.5 s per figure
+    otherwise, when kaleido starts a browser for each); it is closed at exit."""
+    import atexit
+
+    import kaleido  # type: ignore[import-untyped]
+
+    for name in ("choreographer", "kaleido", "logistro"):  # their INFO lines are noise
+        logging.getLogger(name).setLevel(logging.WARNING)
+    kaleido.start_sync_server(silence_warnings=True)
+    atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+
+
 def save_figure(fig: go.Figure, path_stem: str | os.PathLike[str]) -> list[Path]:
     """Write ``<stem>.html`` (standalone, plotly.js inline) and ``<stem>.png`` when possible.
 
@@ -310,7 +325,10 @@ def save_figure(fig: go.Figure, path_stem: str | os.PathLike[str]) -> list[Path]
     if reason is None:
         png = stem.with_name(stem.name + ".png")
         try:
-            with atomic_path(png) as tmp:
+            _start_png_server()
+            with atomic_path(png) as tmp, warnings.catch_warnings():
+                # plotly passes browser options that the shared server already fixed
+                warnings.filterwarnings("ignore", message="The kopts argument is ignored")
                 fig.write_image(str(tmp), format="png")
             written.append(png)
         except Exception as e:  # PNG is optional; HTML is already written

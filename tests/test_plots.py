@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import struct
 from html.parser import HTMLParser
 
 import pytest
@@ -178,8 +180,14 @@ def test_save_figure_writes_standalone_html(tmp_path, caplog):
     assert p.srcs == [] and p.inline >= 2  # plotly.js inline plus the figure's script
     assert len(text) > 1_000_000  # the plotly.js bundle is inside
     reason = plots.png_support()
+    if os.environ.get("MECHREASON_REQUIRE_PNG") == "1":  # CI installs Chromium + kaleido
+        assert reason is None, reason
     if reason is None:
-        assert (tmp_path / "sweep.png").is_file()
+        png = (tmp_path / "sweep.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", png[16:24])
+        assert (width, height) == (700, 500)  # plotly's default image size
+        assert len(png) > 10_000  # axes, ticks and the curve, not a blank canvas
     else:
         assert "PNG export is off" in reason
         assert "pip install kaleido" in reason or "Chromium" in reason
