@@ -51,10 +51,13 @@ class Sizes:
     receiver_traces: int
 
 
-FULL = Sizes(n_problems=16, cot_tokens=128, direct_tokens=24, steer_prompts=12, steer_tokens=48,
-             coefs=(0.0, 1.0, 2.0, 4.0), rollouts=4, rollout_tokens=64, receiver_traces=8)
-QUICK = Sizes(n_problems=6, cot_tokens=48, direct_tokens=12, steer_prompts=4, steer_tokens=16,
-              coefs=(0.0, 2.0, 4.0), rollouts=2, rollout_tokens=24, receiver_traces=4)
+# Coefficients 2 and 8 at the middle layer: where first-token steering with the
+# cot-minus-direct direction switches SmolLM2-135M-Instruct into step-by-step answers
+# (docs/steering.md, He et al. arm).
+FULL = Sizes(n_problems=16, cot_tokens=128, direct_tokens=24, steer_prompts=12, steer_tokens=64,
+             coefs=(0.0, 2.0, 8.0), rollouts=4, rollout_tokens=64, receiver_traces=8)
+QUICK = Sizes(n_problems=6, cot_tokens=48, direct_tokens=12, steer_prompts=4, steer_tokens=24,
+              coefs=(0.0, 8.0), rollouts=2, rollout_tokens=24, receiver_traces=4)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -220,21 +223,29 @@ def stage_steering(run: _Run) -> dict[str, Any]:
                       n=sz.steer_prompts, style="direct", max_new_tokens=sz.steer_tokens,
                       seed=run.cfg.seed, batch_size=8, kl_texts=min(8, sz.steer_prompts))
     out = run.out / "steering"
-    run_experiment(cfg, out, progress=run.cfg.progress)
-    from mechreason.artifacts import read_json
-
+    run_experiment(cfg, out, progress=run.cfg.progress, model=run.model)
     dose = arms_as_dose_response(read_json(out / "summary.json"))
     tok = dose["metrics"]["generated tokens"]
-    return {"steering_hook": hook, "steered_tokens_at_max_coef": tok["steered"]["mean"][-1],
+    figs = {"steering_hook": hook, "steering_max_coef": dose["coefs"][-1],
+            "steered_tokens_at_max_coef": tok["steered"]["mean"][-1],
             "control_tokens_at_max_coef": tok["control"]["mean"][-1],
             "unsteered_tokens": tok["steered"]["mean"][0]}
+    steps = dose["metrics"].get("share reasoning in steps")
+    if steps:
+        for kind in ("steered", "control"):
+            figs[f"{kind}_steps_share_at_max_coef"] = steps[kind]["mean"][-1]
+            figs[f"{kind}_steps_share_at_max_coef_ci95"] = [steps[kind]["lo"][-1], steps[kind]["hi"][-1]]
+        figs["unsteered_steps_share"] = steps["steered"]["mean"][0]
+    return figs
 
 
 def steering_hook(metrics: list[dict[str, Any]], n_layers: int) -> str:
     """The hook to steer: the highest held-out AUROC among the middle third of layers
-    (ties to the earlier), where reasoning vectors steer best (Venhoff et al. 2025a);
-    the early layers often separate cot from direct as well, but only by reading the
-    instruction, and their directions are short."""
+    (ties to the layer nearest the middle of the network), where reasoning vectors steer
+    best (Venhoff et al. 2025a); the early layers often separate cot from direct as well,
+    but only by reading the instruction, and their directions are short. A cot-vs-direct
+    contrast is perfectly separable at every layer (AUROC 1), so the tie rule decides:
+    on SmolLM2-135M-Instruct the middle layer, 15, steers (docs/steering.md)."""
     import re
 
     def layer(m: dict[str, Any]) -> int:
@@ -245,7 +256,7 @@ def steering_hook(metrics: list[dict[str, Any]], n_layers: int) -> str:
     pool = mid or metrics
     if not pool:
         raise _Skip("the direction has no sweep metrics to choose a layer from")
-    best = max(pool, key=lambda m: (m["auroc"], -layer(m)))
+    best = max(pool, key=lambda m: (m["auroc"], -abs(2 * layer(m) - n_layers), -layer(m)))
     return str(best["hook"])
 
 

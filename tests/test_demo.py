@@ -127,7 +127,8 @@ def test_demo_quick_real_model(tmp_path):
 
 @pytest.mark.parametrize(("aurocs", "n_layers", "want"), [
     ([0.5, 0.9, 0.7, 0.6], 4, 1),                       # middle third of 4 layers is layer 1
-    ([1.0] * 30, 30, 10),                               # ties go to the earliest middle layer
+    ([1.0] * 30, 30, 15),                               # ties go to the middle of the network
+    ([1.0] * 12, 12, 6),
     ([0.99] + [0.6] * 11 + [0.8] + [0.6] * 17, 30, 12),  # layer 0 is outside the middle third
     ([0.7, 0.9, 0.8, 0.75, 0.6, 0.5, 0.9, 0.5, 0.5, 0.5, 0.5], 11, 6),
 ])

@@ -116,8 +116,11 @@ def _arms(cfg: SteerConfig, model: Any) -> tuple[dict[str, list[Intervention]], 
 
 
 def run_experiment(cfg: SteerConfig, out: str | os.PathLike[str], *,
-                   progress: bool = False) -> list[dict[str, Any]]:
-    """Run every arm (resuming finished records) and write the summary."""
+                   progress: bool = False, model: Any = None) -> list[dict[str, Any]]:
+    """Run every arm (resuming finished records) and write the summary.
+
+    ``model``: an already loaded :class:`mechreason.models.Model` of ``cfg.model`` (its
+    device and dtype are kept); None loads ``cfg.model`` with the defaults."""
     from mechreason.artifacts import artifact_path, write_json, write_meta
     from mechreason.generation import SamplingConfig
     from mechreason.models import load_model
@@ -127,7 +130,10 @@ def run_experiment(cfg: SteerConfig, out: str | os.PathLike[str], *,
 
     problems = make_problems(cfg.task, cfg.n, seed=cfg.seed, difficulty=cfg.difficulty,
                              data_file=cfg.data_file)
-    model = load_model(cfg.model)
+    if model is None:
+        model = load_model(cfg.model)
+    elif model.name != cfg.model:
+        raise MechReasonError(f"run_experiment got model {model.name!r} but its config names {cfg.model!r}")
     arms, info = _arms(cfg, model)
     for ivs in arms.values():  # validate every arm before any long work
         Steering(model, ivs)
