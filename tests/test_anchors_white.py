@@ -92,6 +92,23 @@ def test_receivers_over_traces(tiny):
     assert res.kurtosis.shape == (tiny.n_layers, tiny.n_heads)
 
 
+def test_receivers_need_long_enough_traces(tiny):
+    short = make_trace(tiny, "Two plus three. That is five. The answer is 5.", id="short")
+    assert short.n < ReceiverConfig().proximity_ignore + 2
+    with pytest.raises(MechReasonError, match=r"at least 6 sentences.*has 3"):
+        analyze_receivers(tiny, [short, short], ReceiverConfig(top_k=3))
+    # A short trace beside long ones: heads come from the long ones only (same as
+    # without it), the short one gets all-NaN scores, and 3 long traces are too few
+    # for the split-half reliability.
+    long = [make_trace(tiny, TEXTS[k % 2], id=f"t{k}") for k in range(3)]
+    cfg = ReceiverConfig(top_k=3, split_halves=10)
+    mixed = analyze_receivers(tiny, [short, *long], cfg)
+    alone = analyze_receivers(tiny, long, cfg)
+    assert mixed.heads == alone.heads and np.allclose(mixed.kurtosis, alone.kurtosis, equal_nan=True)
+    assert np.isnan(mixed.scores[0]).all() and len(mixed.scores[0]) == short.n
+    assert mixed.reliability is None
+
+
 def test_suppression_leaves_earlier_tokens_identical(tiny):
     trace = make_trace(tiny)
     ids = torch.tensor([list(trace.ids)])

@@ -217,7 +217,7 @@ class Receivers(NamedTuple):
     scores: list[np.ndarray]
     """Per trace, (N,) receiver scores."""
     reliability: SplitHalf | None
-    """Split-half reliability (None with fewer than 4 traces)."""
+    """Split-half reliability (None with fewer than 4 traces long enough to score)."""
 
 
 def analyze_receivers(model: Model, traces: Sequence[AnchorTrace],
@@ -227,13 +227,24 @@ def analyze_receivers(model: Model, traces: Sequence[AnchorTrace],
     bad = [L for L in cfg.skip_layers if not 0 <= L < model.n_layers]
     if bad:
         raise MechReasonError(f"skip_layers {bad} out of range 0..{model.n_layers - 1}")
+    # A kurtosis needs two vertical scores: keys with a query >= proximity_ignore later.
+    need = cfg.proximity_ignore + 2
+    usable = [i for i, t in enumerate(traces) if t.n >= need]
+    if not usable:
+        longest = max((t.n for t in traces), default=0)
+        raise MechReasonError(
+            f"receiver heads need a trace of at least {need} sentences (vertical scores skip "
+            f"the {cfg.proximity_ignore} nearest); the longest of {len(traces)} has {longest}")
     per = [trace_receivers(model, t, cfg) for t in traces]
-    kurts = np.stack([p.kurtosis for p in per])
+    kurts = np.stack([per[i].kurtosis for i in usable])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a head NaN in every trace
         mean = np.nanmean(kurts, 0)
     heads = top_heads(mean, cfg.top_k, cfg.skip_layers)
+    if not heads:
+        raise MechReasonError("no head has a finite kurtosis outside skip_layers "
+                              f"{list(cfg.skip_layers)}: no receiver heads to rank")
     scores = [receiver_scores(p.vertical, heads) for p in per]
-    rel = split_half(kurts, cfg) if len(traces) >= 4 else None
+    rel = split_half(kurts, cfg) if len(usable) >= 4 else None
     return Receivers(mean, heads, scores, rel)
 
