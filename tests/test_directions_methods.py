@@ -13,6 +13,7 @@ from mechreason.directions.sweep import (
     auroc_interval,
     best_index,
     cohens_d,
+    perfect_separation_prob,
     split_by_problem,
     sweep,
 )
@@ -146,6 +147,24 @@ def test_auroc_matches_pairwise_oracle():
     assert auroc(pos, neg) == pytest.approx(float(wins.mean()))
     lo, hi = auroc_interval(0.8, 13, 7)
     assert 0 <= lo < 0.8 < hi <= 1
+
+
+@pytest.mark.parametrize(("n_pos", "n_neg"), [(5, 5), (8, 3)])
+def test_auroc_interval_at_perfect_separation(n_pos, n_neg):
+    # Exchangeable scores (true AUROC 0.5): perfect separation is one ordering in C(n, k).
+    assert perfect_separation_prob(0.5, n_pos, n_neg) == pytest.approx(1 / math.comb(n_pos + n_neg, n_pos))
+    lo, hi = auroc_interval(1.0, n_pos, n_neg)
+    assert hi == 1.0 and 0.5 < lo < 1.0  # not the zero-width [1, 1]
+    # Monte Carlo under the model: at true AUROC lo, perfect separation happens 2.5% of the time.
+    g = torch.Generator().manual_seed(0)
+    trials = 100_000
+    pos = torch.empty(trials, n_pos).exponential_(1.0, generator=g) / ((1 - lo) / lo)
+    neg = torch.empty(trials, n_neg).exponential_(1.0, generator=g)
+    frac = float((pos.min(1).values > neg.max(1).values).double().mean())
+    assert frac == pytest.approx(0.025, abs=0.003)
+    # Mirror image at AUROC 0, and more samples give a tighter bound.
+    assert auroc_interval(0.0, n_neg, n_pos) == pytest.approx((0.0, 1.0 - lo))
+    assert auroc_interval(1.0, 4 * n_pos, 4 * n_neg)[0] > lo
 
 
 def test_cohens_d_oracle():

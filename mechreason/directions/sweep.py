@@ -2,7 +2,7 @@
 
 For every captured hook, a direction is fitted on the training problems and the held-out
 problems' vectors are projected onto it. Separation is reported as AUROC (with a
-Hanley-McNeil 1982 95% interval), balanced accuracy at the midpoint of the training
+Hanley-McNeil 1982 95% interval, exact under their model at AUROC 1), balanced accuracy at the midpoint of the training
 groups' mean projections, and Cohen's d (pooled SD). The chance control in the same
 table: the median and 95th percentile of the held-out AUROC of 100 seeded random
 directions (a residual stream is anisotropic, so a random direction can separate groups
@@ -88,8 +88,39 @@ def auroc(pos: Tensor, neg: Tensor) -> float:
     return float((ranks[:n_p].sum() - n_p * (n_p + 1) / 2) / (n_p * n_n))
 
 
+def perfect_separation_prob(theta: float, n_pos: int, n_neg: int) -> float:
+    """P(every positive scores above every negative) when the true AUROC is ``theta``,
+    under Hanley and McNeil's exponential model (positives ~ Exp(mu), negatives ~
+    Exp(nu), theta = nu / (mu + nu)): n_neg! Gamma(m r + 1) / Gamma(n_neg + m r + 1)
+    with m = n_pos, r = mu / nu. At theta = 0.5 it is 1 / C(n_pos + n_neg, n_pos)."""
+    if theta >= 1.0:
+        return 1.0
+    if theta <= 0.0:
+        return 0.0
+    mr = n_pos * (1 - theta) / theta
+    return math.exp(math.lgamma(n_neg + 1) + math.lgamma(mr + 1) - math.lgamma(n_neg + mr + 1))
+
+
+def _perfect_lower_bound(n_pos: int, n_neg: int, tail: float = 0.025) -> float:
+    """The AUROC at which perfect separation has probability ``tail`` (bisection)."""
+    lo, hi = 1e-9, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if perfect_separation_prob(mid, n_pos, n_neg) < tail else (lo, mid)
+    return lo
+
+
 def auroc_interval(a: float, n_pos: int, n_neg: int) -> tuple[float, float]:
-    """Hanley and McNeil (1982) 95% interval for an AUROC from n_pos and n_neg samples."""
+    """95% interval for an AUROC from n_pos and n_neg samples: Hanley and McNeil (1982).
+
+    Their standard error is 0 at AUROC 1 (or 0), which would claim certainty from a few
+    samples; there the bound is exact under the same exponential model instead: the
+    lower end is the true AUROC at which perfect separation happens with probability
+    2.5% (:func:`perfect_separation_prob`), e.g. 0.66 for 5 against 5, 0.94 for 20 against 20."""
+    if a >= 1.0:
+        return _perfect_lower_bound(n_pos, n_neg), 1.0
+    if a <= 0.0:
+        return 0.0, 1.0 - _perfect_lower_bound(n_neg, n_pos)
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
     se = math.sqrt(max(var, 0.0))
