@@ -18,6 +18,7 @@ trace is a short CoT generated once, greedily, inside the run.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,7 +27,11 @@ import torch
 from benchmarks.harness import Figure, interleaved
 
 FIGURES = ["B4", "B5", "RECV_MEM"]
-R, CAP, REPEATS, CHUNKS = 8, 32, 2, 6
+# MECHREASON_B4_CAP / MECHREASON_B4_CHUNKS: a longer cap lets rollouts reach their
+# answer (where early stop pays); a quiet machine affords more sentences.
+R, REPEATS = 8, 2
+CAP = int(os.environ.get("MECHREASON_B4_CAP", "32"))
+CHUNKS = int(os.environ.get("MECHREASON_B4_CHUNKS", "6"))
 QUESTION = ("Tom has 3 apples and buys 5 more, then gives 2 to Sam. How many apples does he "
             "have? Think step by step in short sentences, then give the final answer as "
             "\\boxed{N}.")
