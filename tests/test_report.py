@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -126,14 +130,18 @@ def test_partial_run_says_what_is_missing(tmp_path):
     assert 'href="directions/direction.json"' in out.read_text()
 
 
-def test_full_run_every_section_ok(tmp_path, tiny):
+def write_full_run(run: Path, model) -> None:
     from mechreason.capture import CaptureConfig, capture
 
     for w in (write_traces, write_directions, write_sae, write_steering, write_anchors):
-        w(tmp_path)
-    capture(tiny, ["one two three", "four five"], CaptureConfig(hooks=("blocks.1.hook_resid_post",)),
-            tmp_path / "acts")
-    (tmp_path / "summary.json").write_text(json.dumps({"model": "tiny-random", "figures": {"x": 1.5}}))
+        w(run)
+    capture(model, ["one two three", "four five"], CaptureConfig(hooks=("blocks.1.hook_resid_post",)),
+            run / "acts")
+    (run / "summary.json").write_text(json.dumps({"model": "tiny-random", "figures": {"x": 1.5}}))
+
+
+def test_full_run_every_section_ok(tmp_path, tiny):
+    write_full_run(tmp_path, tiny)
     out, sections = build_report(ReportConfig(run_dir=tmp_path, figures_dir=tmp_path / "figs"))
     page = parse(out)
     assert page.sections == dict.fromkeys(STAGES, "ok")
@@ -236,3 +244,24 @@ def test_steering_section_reads_experiment_summary(tmp_path, alphas):
     assert sec.status == "ok" and len(sec.figures) == 4
     lines = {t.name: list(t.y) for t in sec.figures[1].data if t.mode == "lines+markers"}
     assert lines["steered"] == [20.0, *(20.0 + a for a in alphas)]
+
+
+def test_report_renders_in_a_browser(tmp_path, tiny):
+    """Headless Chromium runs the page's inline plotly.js, offline: every figure <div>
+    becomes a plot with its SVG (what a reader sees), and nothing else is fetched."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("MECHREASON_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("MECHREASON_REQUIRE_CHROMIUM=1 but no chromium on PATH")
+        pytest.skip("no chromium on PATH (apt install chromium)")
+    write_full_run(tmp_path, tiny)
+    out, sections = build_report(ReportConfig(run_dir=tmp_path))
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+           "--dump-dom", out.resolve().as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    n_figs = sum(len(s.figures) for s in sections)
+    rendered = re.findall(r'<div id="fig-[^"]+" class="plotly-graph-div js-plotly-plot"', dom)
+    assert n_figs >= 8 and len(rendered) == n_figs
+    assert dom.count('class="main-svg"') >= n_figs
