@@ -2,7 +2,8 @@
 
 Extraction tries, in order, the forms a trace may end with and takes the LAST match of
 the first form that occurs: ``#### N`` (GSM8K), ``\\boxed{...}`` (MATH, braces balanced),
-"the (final) answer is N" / "Answer: N", then the last number in the text. Commas,
+"the (final) answer is N" / "Answer: N" (after a leading computation: "the answer is
+7 + 5 = 12" gives 12), then the last number in the text. Commas,
 currency signs, percent signs, units and LaTeX wrappers are stripped; the result is a
 normalised string (``"1200"``, ``"-3.5"``, ``"3/4"``, or a cleaned expression for
 non-numeric MATH answers). A trace whose answer cannot be parsed gives ``None``, which
@@ -27,6 +28,9 @@ _ANSWER_IS_RE = re.compile(
     r"(?:the\s+)?(?:final\s+)?answer\s*(?:is|:|=|would\s+be|will\s+be)\s*:?\s*([^\n]*)",
     re.IGNORECASE)
 _CURRENCY = "$€£¥₹"
+# Numbers joined by at least one operator, then "=": "7 + 5 + 8 = ", "$40 - $30 = ".
+_LEADING_COMPUTATION = re.compile(
+    r"[\s\d.,()$€£¥₹]*\d[\s\d.,()$€£¥₹]*(?:[-+*/×÷x][\s\d.,()$€£¥₹]*)+=\s*")
 _LATEX_WRAPPERS = re.compile(r"\\(?:text|mathrm|textbf|mathbf|operatorname)\s*\{([^{}]*)\}")
 _FRAC_SHORT = re.compile(r"\\[dt]?frac(\d)(\d)")
 
@@ -78,7 +82,11 @@ def _from_boxed(text: str) -> tuple[str, int] | None:
 
 def _from_answer_is(text: str) -> tuple[str, int] | None:
     for m in reversed(list(_ANSWER_IS_RE.finditer(text))):
-        ans = _first_number(m.group(1))
+        clause = m.group(1)
+        # "the answer is 7 + 5 + 8 = 21": the value is what the computation equals.
+        while (eq := _LEADING_COMPUTATION.match(clause)) is not None:
+            clause = clause[eq.end():]
+        ans = _first_number(clause)
         if ans:
             return ans, m.start()
     return None

@@ -13,7 +13,7 @@ import re
 import sys
 from collections import defaultdict
 
-from mechreason.grading import grade
+from mechreason.grading import extract, grade
 from mechreason.labels import FUNCTION_TAGS, RuleLabeller
 from mechreason.traces import read_traces, relabel, summarize, wilson
 
@@ -82,13 +82,33 @@ def paired(records: list[dict]) -> str:
     return "\n".join(out)
 
 
+def regrade(r: dict) -> dict:
+    """Answer and grade from the text with the current extraction rules."""
+    found = extract(r["generated_text"])
+    answer = found.answer if found else None
+    return {**r, "answer": answer, "correct": grade(answer, r["gold"]),
+            "extraction": found.method if found else None}
+
+
+def by_method(records: list[dict]) -> str:
+    """How the correct answers were found: a stated answer or the last-number fallback."""
+    counts: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        if r["correct"] is True:
+            counts[(r["task"], r["style"])][r["extraction"]] += 1
+    return "\n".join(f"- {t} {s}: correct answers by rule: "
+                     + ", ".join(f"{m} {k}" for m, k in sorted(c.items()))
+                     for (t, s), c in sorted(counts.items()))
+
+
 def main(paths: list[str]) -> int:
-    # Labels are recomputed with the current rules (they are a function of the text).
-    records = relabel([r for p in paths for r in read_traces(p)], RuleLabeller())
+    # Labels and grades are recomputed with the current rules (a function of the text).
+    records = relabel([regrade(r) for p in paths for r in read_traces(p)], RuleLabeller())
     print(table(records, ("task", "style", "difficulty")), "\n")
     print(table(records, ("task", "style")), "\n")
     print(label_table(records), "\n")
     print(paired(records))
+    print(by_method(records))
     return 0
 
 

@@ -34,6 +34,11 @@ EXTRACT_CASES = [
     ("Version 3.5.", "3.5"),
     ("The answer is 6/8", "3/4"),
     ("The answer is 40%.", "40"),
+    ("So, the answer is 7 + 5 + 8 = 21.\n\nThe answer is N.", "21"),  # a real SmolLM2 ending
+    ("The answer is $40 - $30 = $10.", "10"),
+    ("The answer is 3 x 4 = 12 eggs", "12"),
+    ("The answer is 12 (3 + 9 = 12 was checked)", "12"),
+    ("The answer is 2023 = the year", "2023"),
 ]
 
 UNPARSED = ["", "I don't know.", "The answer is unclear", "\\boxed{", "no digits here!"]
