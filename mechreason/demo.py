@@ -56,7 +56,7 @@ class Sizes:
 # (docs/steering.md, He et al. arm).
 FULL = Sizes(n_problems=16, cot_tokens=128, direct_tokens=24, steer_prompts=12, steer_tokens=64,
              coefs=(0.0, 2.0, 8.0), rollouts=4, rollout_tokens=64, receiver_traces=8)
-QUICK = Sizes(n_problems=6, cot_tokens=48, direct_tokens=12, steer_prompts=4, steer_tokens=24,
+QUICK = Sizes(n_problems=6, cot_tokens=48, direct_tokens=12, steer_prompts=6, steer_tokens=48,
               coefs=(0.0, 8.0), rollouts=2, rollout_tokens=24, receiver_traces=4)
 
 
