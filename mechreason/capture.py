@@ -225,7 +225,8 @@ def _gather(act: torch.Tensor, plan: list[tuple[list[int], dict[str, Any]]],
 
 def _item_entry(item: _Item) -> dict[str, Any]:
     entry = {"item": item.id, "n_tokens": len(item.ids), "prompt_len": item.prompt_len,
-             "sentences": [list(s) for s in item.sentences] if item.sentences is not None else None}
+             "sentences": [list(s) for s in item.sentences] if item.sentences is not None else None,
+             "token_ids": list(item.ids)}
     entry.update({k: v for k, v in item.fields.items() if k not in entry})
     return entry
 
@@ -398,6 +399,11 @@ class ActivationStore:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def token_ids(self) -> dict[str, list[int]]:
+        """Item id -> the token ids its rows index (``pos``), from the index itself; empty
+        for a store written before ids were kept (pass the capture's input instead)."""
+        return {it["item"]: it["token_ids"] for it in self.items if "token_ids" in it}
 
     def item(self, item_id: str) -> dict[str, Any]:
         if item_id not in self._items_by_id:

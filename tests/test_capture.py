@@ -113,6 +113,8 @@ def test_trace_records_keyed_by_sentence_and_phase(tiny, tmp_path):
     assert rows[p + 26]["phase"] == "answer" and rows[p + 26]["sentence"] == 2
     assert rows[p + 15]["sentence"] is None and rows[p + 3]["sentence"] == 0
     assert len(store.select(style="direct", phase="answer")) == len(tiny.encode("The answer is 5."))
+    rec = json.loads(path.read_text().splitlines()[0])
+    assert store.token_ids()["t0"] == rec["prompt_ids"] + rec["generated_ids"]  # the trace's own ids
     first = capture(tiny, path, _cfg(positions="first-generated"), tmp_path / "fg", progress=False)
     assert [r["pos"] for r in first.rows] == [p, p]
     means = capture(tiny, path, _cfg(aggregate="mean", positions="generated"), tmp_path / "m",

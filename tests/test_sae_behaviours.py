@@ -127,5 +127,20 @@ def test_cli_end_to_end(tiny, traces, tmp_path):
     clusters = json.loads((out / "clusters.json").read_text())["clusters"]
     assert sum(c["size"] for c in clusters) == sum(len(r["sentences"]) for r in _records(tiny))
     assert (out / "cluster_0" / "direction.safetensors").is_file()
+    # The store keeps its token ids: without --input, the same ranking and contexts.
     assert main(["features", "--sae", str(sae), "--acts", str(acts), "--score", "reason",
-                 "--out", str(tmp_path / "x")]) == 2  # needs --input: a clear error, no crash
+                 "--top", "3", "--out", str(tmp_path / "x")]) == 0
+    assert (json.loads((tmp_path / "x" / "ranking.json").read_text())
+            == json.loads((tmp_path / "reason" / "ranking.json").read_text()))
+    assert main(["sae", "eval", "--sae", str(sae), "--acts", str(acts),
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text()) == ev
+    # A store written before ids were kept: --score reason says to pass --input.
+    for side in acts.glob("**/*.json"):
+        data = json.loads(side.read_text())
+        if isinstance(data, dict) and "items" in data:
+            for it in data["items"]:
+                del it["token_ids"]
+            side.write_text(json.dumps(data))
+    assert main(["features", "--sae", str(sae), "--acts", str(acts), "--score", "reason",
+                 "--out", str(tmp_path / "y")]) == 2  # a clear error, no crash

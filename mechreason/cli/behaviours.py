@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=3, help="active latents per sentence (sae method)")
     p.add_argument("--phase", default="reasoning", help="sentence phase to use, or 'all'")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--input", default=None, help="the capture's input file, to print sentences")
+    p.add_argument("--input", default=None, help="the capture's input file, to print sentences "
+                                                 "(only for a store that keeps no token ids)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
 
@@ -41,11 +42,12 @@ def run(args: argparse.Namespace) -> int:
     if hook not in store.hooks:
         raise unknown("hook in this store", hook, store.hooks)
     res = discover_behaviours(store, hook, cfg)
-    if args.input:
+    stored = store.token_ids()
+    if args.input or stored:
         from mechreason.models import load_model
 
         model = load_model(store.cfg["model"], device="cpu")
-        items = {it.id: it.ids for it in load_items(model, args.input)}
+        items = {it.id: it.ids for it in load_items(model, args.input)} if args.input else stored
         for c in res["clusters"]:
             for ex in c["examples"]:
                 s, e = store.item(ex["item"])["sentences"][ex["sentence"]]

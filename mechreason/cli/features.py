@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", required=True, help="SAELens folder")
     p.add_argument("--acts", required=True, help="capture directory (token rows)")
     p.add_argument("--score", required=True, choices=["contrast", "reason"])
-    p.add_argument("--input", default=None, help="the capture's input file (needed for "
-                                                 "'reason' and for token contexts)")
+    p.add_argument("--input", default=None, help="the capture's input file, for a store "
+                                                 "written before stores kept token ids")
     p.add_argument("--span", default="first-generated", choices=["first-generated", "generated"],
                    help="contrast positions (default: %(default)s)")
     p.add_argument("--top", type=int, default=20, help="latents to report")
@@ -40,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
     if hook not in store.hooks or sae.cfg.d_in != store.d_model:
         raise MechReasonError(f"SAE (hook {hook!r}, d_in {sae.cfg.d_in}) does not fit the store "
                               f"(hooks {store.hooks}, d_model {store.d_model})")
-    if args.score == "reason" and not args.input:
-        raise MechReasonError("--score reason needs --input (the capture's input file) to "
-                              "find the reasoning words")
     model = load_model(store.cfg["model"], device="cpu")
-    tokens = ({it.id: it.ids for it in load_items(model, args.input)} if args.input else {})
+    tokens = ({it.id: it.ids for it in load_items(model, args.input)} if args.input
+              else store.token_ids())
+    if args.score == "reason" and not tokens:
+        raise MechReasonError("--score reason needs the tokens: this store keeps no token ids "
+                              "(written by an older mechreason); pass --input, the capture's input file")
     extra: dict[str, Any] = {}
     if args.score == "contrast":
         res = F.contrast_scores(sae, store, hook, span=args.span, n_top=args.top)

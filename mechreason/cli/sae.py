@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--sae", required=True, help="SAELens folder")
     e.add_argument("--acts", required=True, help="capture directory")
     e.add_argument("--input", default=None, help="the capture's input file (texts or traces), "
-                                                 "for loss recovered; skipped without it")
+                                                 "for loss recovered when the store keeps no "
+                                                 "token ids (older stores)")
     e.add_argument("--max-items", type=int, default=64, help="items for loss recovered")
     e.add_argument("--max-length", type=int, default=256, help="tokens per item for loss")
     e.add_argument("--all-rows", action="store_true",
@@ -125,12 +126,14 @@ def run_eval(args: argparse.Namespace) -> int:
     res: dict = {"rows_from": "held-out items" if items is not None else "all items",
                  **reconstruction_metrics(sae, store.iter_batches(hook, 4096, shuffle=False,
                                                                   rows=rows))}
-    if args.input:
+    stored = store.token_ids()
+    if args.input or stored:
         from mechreason.models import load_model
 
         model = load_model(store.cfg["model"])
-        seqs = [it.ids[:args.max_length] for it in load_items(model, args.input)
-                if items is None or it.id in items][:args.max_items]
+        ids = {it.id: it.ids for it in load_items(model, args.input)} if args.input else stored
+        seqs = [t[:args.max_length] for i, t in ids.items()
+                if items is None or i in items][:args.max_items]
         res.update(loss_recovered(model, sae, hook, seqs))
     write_json(Path(args.out or args.sae) / "eval.json", res)
     print(json.dumps(res, indent=1))
