@@ -205,6 +205,12 @@ def stage_sae(run: _Run) -> dict[str, Any]:
     records = {r["id"]: r for r in run.records()}
     s = rank_features(run.model, sae, store, records, run.out / "sae", hook=hook,
                       source=f"{folder} {run.cfg.sae_id or ''}".strip())
+    trained = Path(folder) / "training.json"  # a mechreason-trained SAE's curves, for the report
+    if trained.is_file():
+        from mechreason.artifacts import atomic_path
+
+        with atomic_path(run.out / "sae" / "training.json") as tmp:
+            tmp.write_bytes(trained.read_bytes())
     top = s["features"][0]
     return {"sae": f"{folder} {run.cfg.sae_id or ''}".strip(), "top_latent": top["latent"], "top_latent_score": top["score"],
             "top_latent_ci95": [top["lo"], top["hi"]]}

@@ -224,7 +224,12 @@ def read_sae(sec: Section, root: Path) -> None:
                                   value=x["score"], lo=x.get("lo"), hi=x.get("hi")))
     train = root / "training.json"
     if train.is_file():
-        hist = read_json_file(train).get("history") or []
+        trained = read_json_file(train)
+        hist = trained.get("history") or []
+        held = trained.get("heldout") or {}
+        for k in ("fvu", "l0", "dead_fraction"):
+            if k in held:
+                sec.numbers.append(Number(name=f"SAE training: held-out {k}", value=held[k]))
         names = [k for k in ("loss", "fvu", "l0", "dead") if hist and k in hist[0]]
         if names:
             sec.figures.append(plots.sae_training_curves([h["step"] for h in hist],

@@ -123,6 +123,8 @@ def test_demo_quick_real_model(tmp_path):
     assert st["traces"]["status"] == st["directions"]["status"] == st["report"]["status"] == "done"
     assert not [n for n, r in st.items() if r["status"] == "failed"], st
     assert (tmp_path / "run" / "report.html").stat().st_size > 1_000_000
+    assert st["sae"]["status"] == "done"  # the shipped SAE, with its training curves
+    assert (tmp_path / "run" / "sae" / "training.json").is_file()
 
 
 @pytest.mark.parametrize(("aurocs", "n_layers", "want"), [

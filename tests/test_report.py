@@ -56,7 +56,7 @@ def write_sae(run: Path) -> None:
              for j, k in enumerate([7, 3, 11])]
     (d / "features.json").write_text(json.dumps({"score_name": "cot-minus-direct", "features": feats}))
     hist = [{"step": s, "loss": 1 / s, "fvu": 0.5, "l0": 8, "dead": 0.0} for s in (10, 20, 30)]
-    (d / "training.json").write_text(json.dumps({"history": hist}))
+    (d / "training.json").write_text(json.dumps({"history": hist, "heldout": {"fvu": 0.125, "l0": 8.0}}))
 
 
 def write_steering(run: Path) -> None:
@@ -153,6 +153,7 @@ def test_full_run_every_section_ok(tmp_path, tiny):
     assert by["anchors"].figures[2].data[0].z[3][1] == 13.0
     assert list(by["sae"].figures[0].data[0].customdata) == [7, 3, 11]
     assert {n.name: n.value for n in by["acts"].numbers}["items"] == 2
+    assert {n.name: n.value for n in by["sae"].numbers}["SAE training: held-out fvu"] == 0.125
     assert 'data-latent="7"' in out.read_text()
     n_figs = sum(len(s.figures) for s in sections)
     assert len(list((tmp_path / "figs").glob("*.html"))) == n_figs
