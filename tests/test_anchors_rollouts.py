@@ -16,6 +16,7 @@ from mechreason.anchors.rollouts import (
     Sampling,
     batched_rollouts,
     naive_rollouts,
+    nucleus_drop,
     rollout_seed,
     sample_next,
 )
@@ -63,6 +64,20 @@ def test_sampler_matches_distribution(temperature, top_p):
     sigma = (target * (1 - target) / n).sqrt()
     assert ((freq - target).abs() <= 4 * sigma + 1e-9).all(), (freq, target)
     assert (freq[target == 0] == 0).all()
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.95, 0.999])
+def test_nucleus_mask_equals_full_sort(top_p):
+    g = torch.Generator().manual_seed(0)
+    peaked = torch.randn(6, 3000, generator=g) * 4  # nucleus inside the top 512
+    flat = torch.randn(4, 3000, generator=g) * 0.1  # nucleus wider than 512: full sort
+    probs = torch.cat([peaked, flat]).softmax(-1)
+    values, order = probs.sort(-1, descending=True)
+    want = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, values.cumsum(-1) - values >= top_p)
+    got = nucleus_drop(probs, top_p)
+    assert torch.equal(got, want)
+    kept = (~got).sum(-1)
+    assert (kept[6:] > 512).all() and (kept >= 1).all()  # both paths ran
 
 
 @pytest.mark.parametrize("kw", [{"temperature": 0}, {"top_p": 0}, {"top_p": 1.5},
