@@ -169,11 +169,32 @@ def _choose(logits: torch.Tensor, cfg: SamplingConfig,
         return logits.argmax(-1)
     probs = torch.softmax(logits / cfg.temperature, dim=-1).cpu()
     if cfg.top_p < 1.0:
-        sorted_p, sorted_i = probs.sort(dim=-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p >= cfg.top_p  # mass before this token
-        sorted_p[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter_(-1, sorted_i, sorted_p)
+        probs = probs.masked_fill(nucleus_drop(probs, cfg.top_p), 0.0)
     return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, gens)])
+
+
+def nucleus_drop(probs: torch.Tensor, top_p: float, k: int = 512) -> torch.Tensor:
+    """(B, V) mask of the tokens outside the top-p nucleus: a token is dropped when the
+    mass of the tokens ranked above it already reaches ``top_p``.
+
+    Sorting the whole vocabulary every step was a fifth of a CPU rollout's time. The
+    nucleus is almost always among the ``k`` most probable tokens: where their mass
+    reaches ``top_p``, every token outside them is dropped and only they are ranked;
+    the other rows (flat distributions) are sorted in full. The mask is the same.
+    """
+    import torch
+
+    def ranked_drop(values: torch.Tensor) -> torch.Tensor:  # values sorted descending
+        return values.cumsum(-1) - values >= top_p
+
+    k = min(k, probs.shape[-1])
+    top, idx = probs.topk(k, dim=-1)  # sorted descending
+    drop = torch.ones_like(probs, dtype=torch.bool).scatter(-1, idx, ranked_drop(top))
+    flat = (top.sum(-1) < top_p).nonzero().flatten()
+    if len(flat):
+        values, order = probs[flat].sort(-1, descending=True)
+        drop[flat] = torch.zeros_like(values, dtype=torch.bool).scatter(-1, order, ranked_drop(values))
+    return drop
 
 
 def decode(model: Model, ids: Sequence[int]) -> str:

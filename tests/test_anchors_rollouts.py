@@ -16,11 +16,11 @@ from mechreason.anchors.rollouts import (
     Sampling,
     batched_rollouts,
     naive_rollouts,
-    nucleus_drop,
     rollout_seed,
     sample_next,
 )
 from mechreason.errors import MechReasonError
+from mechreason.generation import nucleus_drop
 
 
 def _jobs(trace):

@@ -87,34 +87,12 @@ def sample_next(logits: torch.Tensor, gens: Sequence[torch.Generator], cfg: Samp
 
     scaled = logits.float() / cfg.temperature  # (B, V)
     if cfg.top_p < 1:
+        from mechreason.generation import nucleus_drop
+
         scaled = scaled.masked_fill(nucleus_drop(scaled.softmax(-1), cfg.top_p), -torch.inf)
     u = torch.stack([torch.rand(scaled.shape[-1], generator=g) for g in gens])
     gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
     return (scaled + gumbel).argmax(-1)
-
-
-def nucleus_drop(probs: torch.Tensor, top_p: float, k: int = 512) -> torch.Tensor:
-    """(B, V) mask of the tokens outside the top-p nucleus: a token is dropped when the
-    mass of the tokens ranked above it already reaches ``top_p``.
-
-    Sorting the whole vocabulary every step was a fifth of a CPU rollout's time. The
-    nucleus is almost always among the ``k`` most probable tokens: where their mass
-    reaches ``top_p``, every token outside them is dropped and only they are ranked;
-    the other rows (flat distributions) are sorted in full. The mask is the same.
-    """
-    import torch
-
-    def ranked_drop(values: torch.Tensor) -> torch.Tensor:  # values sorted descending
-        return values.cumsum(-1) - values >= top_p
-
-    k = min(k, probs.shape[-1])
-    top, idx = probs.topk(k, dim=-1)  # sorted descending
-    drop = torch.ones_like(probs, dtype=torch.bool).scatter(-1, idx, ranked_drop(top))
-    flat = (top.sum(-1) < top_p).nonzero().flatten()
-    if len(flat):
-        values, order = probs[flat].sort(-1, descending=True)
-        drop[flat] = torch.zeros_like(values, dtype=torch.bool).scatter(-1, order, ranked_drop(values))
-    return drop
 
 
 def _generator(seed: int) -> torch.Generator:
