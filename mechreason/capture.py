@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import re
+import sys
+import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -489,3 +491,16 @@ def parse_positions(spec: str) -> str | tuple[int, ...]:
     if re.fullmatch(r"-?\d+(,-?\d+)*", spec):
         return tuple(int(x) for x in spec.split(","))
     raise unknown("positions", spec, [*POSITION_MODES, "<comma-separated indices>"])
+
+
+class _CallableModule(types.ModuleType):
+    """``from mechreason import capture`` must give something that captures. Python binds
+    a package attribute to its submodule once the submodule is imported, so after any
+    ``import mechreason.capture`` that name is this module, not the function; calling
+    the module calls :func:`capture`, and ``mechreason.capture.X`` keeps working."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ActivationStore:
+        return capture(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
