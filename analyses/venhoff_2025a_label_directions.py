@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                   style="cot", max_new_tokens=args.max_new_tokens)}
     for name, file, v, a in (("+vector", "plus", vec, args.alpha),
                              ("-vector", "minus", vec, -args.alpha),
-                             ("+random (control)", "random", random_like(vec, args.seed), args.alpha)):
+                             ("+random (control)", "random", random_like(vec, args.seed), args.alpha),
+                             ("-random (control)", "random_minus", random_like(vec, args.seed),
+                              -args.alpha)):
         with steer(model, Add(hook=hook, vector=v, alpha=a, positions="generated")):
             arms[name] = C.traces(model, held, out / f"eval_{file}.jsonl", style="cot",
                                   max_new_tokens=args.max_new_tokens)
@@ -129,13 +131,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               (f"`{lab}` share, unsteered", "-", shares["unsteered"]),
               (f"`{lab}` share, +vector", "rises", shares["+vector"]),
               (f"`{lab}` share, -vector", "falls", shares["-vector"]),
-              (f"`{lab}` share, +random (control)", "-", shares["+random (control)"])],
+              (f"`{lab}` share, +random (control)", "-", shares["+random (control)"]),
+              (f"`{lab}` share, -random (control)", "-", shares["-random (control)"])],
         why=["Labels: rule-based function tags of short arithmetic traces instead of an "
              "LLM judge's behaviour labels on long thinking traces; a 135M model seldom "
              "backtracks, so the studied label is the most frequent tag, not backtracking.",
              "Model: a 135M instruct model vs 1.5B-14B distilled reasoning models.",
              "Scale: a few dozen traces and one coefficient; the paper sweeps layers and "
-             "strengths on hundreds of traces. Intervals are wide."],
+             "strengths on hundreds of traces. Intervals are wide.",
+             "Specificity: the vector is rescaled to the mean activation norm (Venhoff's "
+             "convention) and added at every generated token, so a random vector of the same "
+             "norm also perturbs the text strongly; an effect counts only where the +/-vector "
+             "arm leaves the matching +/-random arm's interval."],
         body=body, numbers=numbers, paper=PAPER)
     return numbers
 
