@@ -47,6 +47,14 @@ def label_share(recs: list[dict[str, Any]], label: str) -> dict[str, Any]:
     return C.mean(fr or [0.0])
 
 
+def fluency(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sentences per trace and distinct-token share (unique / generated tokens): a steer
+    that degenerates the text (``1000000...``) shows as few sentences, a low share."""
+    uniq = [len(set(r["generated_ids"])) / max(len(r["generated_ids"]), 1) for r in recs]
+    return {"sentences": C.mean([len(r["sentences"]) for r in recs]),
+            "distinct_tokens": C.mean(uniq)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = C.parser(__doc__ or "", n=30)
     ap.add_argument("--label", help="function tag to study (default: the two most common)")
@@ -105,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     numbers = {"labels": per_label, "steered_label": lab, "steer_hook": hook,
                "alpha": args.alpha, "vector_norm": float(vec.norm()), "label_share": shares,
                "accuracy": {k: C.proportion(sum(r["correct"] is True for r in v), len(v))
-                            for k, v in arms.items()}}
+                            for k, v in arms.items()},
+               "fluency": {k: fluency(v) for k, v in arms.items()}}
     lay = per_label[lab]["layers"]
     figs = C.save_figure(args, lambda: _figure(layers, lay, hooks.index(hook), lab), out,
                          "layer_sweep")
@@ -116,9 +125,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  *[f"| {r['hook']} | {r['auroc']:.3f} [{r['auroc_ci'][0]:.3f}, {r['auroc_ci'][1]:.3f}]"
                    f" | {r['random_auroc']:.3f} | {r['norm']:.3g} |" for r in d["layers"]], ""]
     body += [f"Steering `{lab}` at `{hook}`, alpha {args.alpha}, every generated token, "
-             f"{len(held)} held-out problems:", "", "| arm | label share | accuracy |",
-             "|---|---|---|", *[f"| {k} | {C.fmt(shares[k])} | {C.fmt(numbers['accuracy'][k])} |"
-                                for k in arms], "", f"Figure: {', '.join(figs) or 'skipped'}."]
+             f"{len(held)} held-out problems:", "",
+             "| arm | label share | accuracy | sentences / trace | distinct-token share |",
+             "|---|---|---|---|---|",
+             *[f"| {k} | {C.fmt(shares[k])} | {C.fmt(numbers['accuracy'][k])} | "
+               f"{C.fmt(numbers['fluency'][k]['sentences'])} | "
+               f"{C.fmt(numbers['fluency'][k]['distinct_tokens'])} |" for k in arms], "",
+             "A label share counts only as a behaviour change where the text stays fluent "
+             "(sentences and distinct tokens near the unsteered arm).", "",
+             f"Figure: {', '.join(figs) or 'skipped'}."]
     bl = next(r for r in lay if r["hook"] == hook)
     C.write_report(
         out, model, args, script="venhoff_2025a_label_directions.py",
