@@ -108,7 +108,7 @@ def steer_arm(model: Any, sae: Any, latent: int, alpha: float, probs: list[Any],
     hook = sae.cfg.hook
     with steer(model, AddLatent(hook=hook, sae=sae, latent=latent, alpha=alpha,
                                 positions="generated")):
-        return C.traces(model, probs, out / f"steer_{name}.jsonl", style="cot",
+        return C.traces(model, probs, out / f"steer_{name}_l{latent}_a{alpha:g}.jsonl", style="cot",
                         max_new_tokens=max_new_tokens)
 
 

@@ -58,7 +58,8 @@ def fluency(recs: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = C.parser(__doc__ or "", n=30)
     ap.add_argument("--label", help="function tag to study (default: the two most common)")
-    ap.add_argument("--alpha", type=float, default=0.5, help="steering coefficient")
+    ap.add_argument("--alpha", type=float, default=0.1,
+                    help="steering coefficient (x the mean activation norm; 0.5 breaks the text)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     args = ap.parse_args(argv)
     if args.quick:
@@ -105,7 +106,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              ("-random (control)", "random_minus", random_like(vec, args.seed),
                               -args.alpha)):
         with steer(model, Add(hook=hook, vector=v, alpha=a, positions="generated")):
-            arms[name] = C.traces(model, held, out / f"eval_{file}.jsonl", style="cot",
+            # the file name carries the settings, so a re-run with another label or alpha
+            # in the same --out generates its own arms instead of reusing these
+            path = out / f"eval_{lab}_{hook.split('.')[1]}_a{args.alpha:g}_{file}.jsonl"
+            arms[name] = C.traces(model, held, path, style="cot",
                                   max_new_tokens=args.max_new_tokens)
     shares = {k: label_share(v, lab) for k, v in arms.items()}
     for d in per_label.values():
