@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ if importlib.util.find_spec("mechreason") is None:  # `python analyses/x.py` put
 
 log = logging.getLogger("analyses")
 DEFAULT_MODEL = "smollm2-135m-instruct"
+_STARTED = [time.monotonic()]  # reset by start(); the report states the wall time
 
 
 def parser(doc: str, *, n: int) -> argparse.ArgumentParser:
@@ -36,6 +38,8 @@ def parser(doc: str, *, n: int) -> argparse.ArgumentParser:
     ap.add_argument("--n", type=int, default=n, help="problems (or traces) to use")
     ap.add_argument("--seed", type=int, default=0, help="problem, sampling and control seed")
     ap.add_argument("--no-figure", action="store_true", help="skip the plotly figure")
+    ap.add_argument("--difficulty", type=int, choices=range(1, 6), metavar="1..5",
+                    help="arithmetic steps per problem (default: cycle 1..5)")
     return ap
 
 
@@ -45,11 +49,18 @@ def start(args: argparse.Namespace) -> tuple[Any, Path]:
     from mechreason.models import load_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _STARTED[0] = time.monotonic()
     if args.n < 2:
         raise MechReasonError(f"--n must be >= 2, got {args.n}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     return load_model(args.model, device="cpu"), out
+
+
+def steps_text(args: argparse.Namespace) -> str:
+    """The arithmetic problems' size in words, for the reports."""
+    d = getattr(args, "difficulty", None)
+    return "1 to 5 steps, cycling" if d is None else f"{d} step{'s' if d > 1 else ''} each"
 
 
 def is_real(args: argparse.Namespace) -> bool:
@@ -65,7 +76,8 @@ def problems(args: argparse.Namespace, n: int | None = None, *, offset: int = 0)
     n = n or args.n
     if offset and args.quick:
         n = min(n, 2)
-    return make_problems("arithmetic", n, seed=args.seed + 1000 * offset)
+    return make_problems("arithmetic", n, seed=args.seed + 1000 * offset,
+                         difficulty=getattr(args, "difficulty", None))
 
 
 SCRIPTED = (
@@ -214,6 +226,20 @@ def finite_numbers(obj: Any, path: str = "") -> list[str]:
 # ---------------------------------------------------------------- report
 
 
+def command(script: str, args: argparse.Namespace) -> str:
+    """The command line that reproduces this run: every option, defaults included."""
+    parts = [f"python analyses/{script}"]
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts += [flag] if value else []
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, *map(str, value)]
+        elif value is not None:
+            parts += [flag, str(value)]
+    return " ".join(parts)
+
+
 def write_report(out: Path, model: Any, args: argparse.Namespace, *, script: str, title: str,
                  citation: str, rows: Sequence[tuple[str, str, Any]], why: Sequence[str],
                  body: Sequence[str], numbers: Mapping[str, Any],
@@ -226,14 +252,15 @@ def write_report(out: Path, model: Any, args: argparse.Namespace, *, script: str
     from mechreason.artifacts import write_json, write_meta
 
     real = is_real(args)
-    cmd = f"python analyses/{script} --model {args.model} --n {args.n} --seed {args.seed}" + (
-        " --quick" if args.quick else "") + f" --out {args.out}"
+    cmd = command(script, args)
     lines = [f"# {title}", "", citation, ""]
     if not real:
         lines += ["> **Plumbing check, not a result**: this run used "
                   f"{'--quick' if args.quick else ''} {args.model}; numbers below only show "
                   "the script works.", ""]
-    lines += [f"Model `{args.model}`, n = {args.n}, seed {args.seed}. Command:", "",
+    wall = time.monotonic() - _STARTED[0]
+    lines += [f"Model `{args.model}`, n = {args.n} (procedural arithmetic, {steps_text(args)}), "
+              f"seed {args.seed}, wall time {wall:.0f} s (model load included). Command:", "",
               f"    {cmd}", "", "| quantity | paper | ours (95% CI) |", "|---|---|---|"]
     lines += [f"| {q} | {p} | {fmt(o)} |" for q, p, o in rows]
     lines += ["", "## Why they differ", "", *[f"- {w}" for w in why], "", "## Details", "",
@@ -241,7 +268,7 @@ def write_report(out: Path, model: Any, args: argparse.Namespace, *, script: str
     (out / "report.md").write_text("\n".join(lines))
     write_json(out / "results.json", {"script": script, "model": args.model, "real": real,
                                       "quick": bool(args.quick), "n": args.n, "seed": args.seed,
-                                      "command": cmd, "paper": dict(paper),
+                                      "command": cmd, "wall_s": round(wall, 1), "paper": dict(paper),
                                       "ours": dict(numbers)})
     write_meta(out, model, stage=f"analyses/{script}", quick=bool(args.quick))
     log.info("wrote %s", out / "report.md")

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for c in args.coefs:
         arms[f"top latent x{c:g}"] = run(f"steered_c{c:g}", latent, c)
         arms[f"random latent x{c:g}"] = run(f"control_c{c:g}", control, c)
-    best = max(args.coefs, key=lambda c: arms[f"top latent x{c:g}"]["accuracy"]["value"])
+    best = max(args.coefs, key=lambda c: (arms[f"top latent x{c:g}"]["accuracy"]["value"],
+                                          arms[f"top latent x{c:g}"]["reasons_in_steps"]["value"]))
     numbers = {"sae": source, "hook": hook, "latent": latent, "control_latent": control,
                "top_latents": ranked, "latent_rank_on_heldout": held_rank,
                "unit_activation": unit, "coefs": args.coefs, "arms": arms, "best_coef": best}
@@ -108,7 +109,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"The chosen latent {latent} ranks {held_rank + 1} of {n_lat} on {len(held)} "
             "held-out problems (1 = replicates).",
             f"Coefficient unit: the latent's mean activation there under the cot prompt "
-            f"({unit:.3g}); control latent {control}.", "",
+            f"({unit:.3g}), so coefficients {args.coefs} add the latent at alpha "
+            f"{[round(c * unit, 2) for c in args.coefs]}; control latent {control}.", "",
+            "The best coefficient is the one with the highest steered accuracy, ties broken "
+            "by the share reasoning in steps.", "",
             f"Held-out: {len(held)} problems, greedy, {args.max_new_tokens} new tokens.", "",
             *tab, "", f"Figure: {', '.join(figs) or 'skipped'}."]
     st = arms[f"top latent x{best:g}"]
@@ -122,10 +126,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               (f"random latent, x{best:g} (control)", "26%",
                arms[f"random latent x{best:g}"]["accuracy"]),
               ("steered: share reasoning in steps", "-", st["reasons_in_steps"]),
+              (f"random latent x{best:g}: share reasoning in steps (control)", "-",
+               arms[f"random latent x{best:g}"]["reasons_in_steps"]),
+              ("direct: share reasoning in steps", "-",
+               arms["direct (unsteered)"]["reasons_in_steps"]),
               ("cot prompt accuracy (reference)", "-", arms["cot prompt (reference)"]["accuracy"])],
-        why=["Model and SAE: a 135M model with a small SAE (shipped or trained here on a few "
-             "thousand tokens) vs Llama-3.1-8B with a large pretrained SAE; a small model's "
-             "cot prompt barely beats direct, so there is little latent mode to switch on.",
+        why=[f"Model and SAE: a 135M model with a small SAE ({source}) vs Llama-3.1-8B with "
+             "a large pretrained SAE; a small model's cot prompt barely beats direct, so there "
+             "is little latent mode to switch on.",
              "Task: procedural arithmetic vs GSM8K.",
              "The best coefficient is picked on the same held-out problems it is reported "
              "on (optimistic); n is small and the intervals are wide."],

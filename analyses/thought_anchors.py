@@ -20,6 +20,7 @@ split-half reliability.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import defaultdict
 from typing import Any
@@ -117,6 +118,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "or two sentences.",
              f"Resampling uses {args.rollouts} rollouts per sentence (paper: 100), so the "
              "importance estimates are noisy; the rank correlations' intervals show it.",
+             f"The answer distributions are smoothed by {cfg.resample.kl_epsilon:g} before the "
+             f"KL, so two rollout groups with disjoint answers give about "
+             f"ln(1/{cfg.resample.kl_epsilon:g}) = {math.log(1 / cfg.resample.kl_epsilon):.1f}; "
+             "a small model's scattered answers put many sentences near that ceiling, so the "
+             "KLs separate 'disjoint' from 'overlapping' more than they grade importance.",
              "Labels come from the rule labeller, not the paper's LLM judge."],
         body=body, numbers=numbers, paper=PAPER)
     return numbers

@@ -47,10 +47,19 @@ def label_share(recs: list[dict[str, Any]], label: str) -> dict[str, Any]:
     return C.mean(fr or [0.0])
 
 
+def fluency(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sentences per trace and distinct-token share (unique / generated tokens): a steer
+    that degenerates the text (``1000000...``) shows as few sentences, a low share."""
+    uniq = [len(set(r["generated_ids"])) / max(len(r["generated_ids"]), 1) for r in recs]
+    return {"sentences": C.mean([len(r["sentences"]) for r in recs]),
+            "distinct_tokens": C.mean(uniq)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = C.parser(__doc__ or "", n=30)
     ap.add_argument("--label", help="function tag to study (default: the two most common)")
-    ap.add_argument("--alpha", type=float, default=0.5, help="steering coefficient")
+    ap.add_argument("--alpha", type=float, default=0.1,
+                    help="steering coefficient (x the mean activation norm; 0.5 breaks the text)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     args = ap.parse_args(argv)
     if args.quick:
@@ -93,9 +102,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                   style="cot", max_new_tokens=args.max_new_tokens)}
     for name, file, v, a in (("+vector", "plus", vec, args.alpha),
                              ("-vector", "minus", vec, -args.alpha),
-                             ("+random (control)", "random", random_like(vec, args.seed), args.alpha)):
+                             ("+random (control)", "random", random_like(vec, args.seed), args.alpha),
+                             ("-random (control)", "random_minus", random_like(vec, args.seed),
+                              -args.alpha)):
         with steer(model, Add(hook=hook, vector=v, alpha=a, positions="generated")):
-            arms[name] = C.traces(model, held, out / f"eval_{file}.jsonl", style="cot",
+            # the file name carries the settings, so a re-run with another label or alpha
+            # in the same --out generates its own arms instead of reusing these
+            path = out / f"eval_{lab}_{hook.split('.')[1]}_a{args.alpha:g}_{file}.jsonl"
+            arms[name] = C.traces(model, held, path, style="cot",
                                   max_new_tokens=args.max_new_tokens)
     shares = {k: label_share(v, lab) for k, v in arms.items()}
     for d in per_label.values():
@@ -103,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     numbers = {"labels": per_label, "steered_label": lab, "steer_hook": hook,
                "alpha": args.alpha, "vector_norm": float(vec.norm()), "label_share": shares,
                "accuracy": {k: C.proportion(sum(r["correct"] is True for r in v), len(v))
-                            for k, v in arms.items()}}
+                            for k, v in arms.items()},
+               "fluency": {k: fluency(v) for k, v in arms.items()}}
     lay = per_label[lab]["layers"]
     figs = C.save_figure(args, lambda: _figure(layers, lay, hooks.index(hook), lab), out,
                          "layer_sweep")
@@ -114,9 +129,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  *[f"| {r['hook']} | {r['auroc']:.3f} [{r['auroc_ci'][0]:.3f}, {r['auroc_ci'][1]:.3f}]"
                    f" | {r['random_auroc']:.3f} | {r['norm']:.3g} |" for r in d["layers"]], ""]
     body += [f"Steering `{lab}` at `{hook}`, alpha {args.alpha}, every generated token, "
-             f"{len(held)} held-out problems:", "", "| arm | label share | accuracy |",
-             "|---|---|---|", *[f"| {k} | {C.fmt(shares[k])} | {C.fmt(numbers['accuracy'][k])} |"
-                                for k in arms], "", f"Figure: {', '.join(figs) or 'skipped'}."]
+             f"{len(held)} held-out problems:", "",
+             "| arm | label share | accuracy | sentences / trace | distinct-token share |",
+             "|---|---|---|---|---|",
+             *[f"| {k} | {C.fmt(shares[k])} | {C.fmt(numbers['accuracy'][k])} | "
+               f"{C.fmt(numbers['fluency'][k]['sentences'])} | "
+               f"{C.fmt(numbers['fluency'][k]['distinct_tokens'])} |" for k in arms], "",
+             "A label share counts only as a behaviour change where the text stays fluent "
+             "(sentences and distinct tokens near the unsteered arm).", "",
+             f"Figure: {', '.join(figs) or 'skipped'}."]
     bl = next(r for r in lay if r["hook"] == hook)
     C.write_report(
         out, model, args, script="venhoff_2025a_label_directions.py",
@@ -129,13 +150,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               (f"`{lab}` share, unsteered", "-", shares["unsteered"]),
               (f"`{lab}` share, +vector", "rises", shares["+vector"]),
               (f"`{lab}` share, -vector", "falls", shares["-vector"]),
-              (f"`{lab}` share, +random (control)", "-", shares["+random (control)"])],
+              (f"`{lab}` share, +random (control)", "-", shares["+random (control)"]),
+              (f"`{lab}` share, -random (control)", "-", shares["-random (control)"])],
         why=["Labels: rule-based function tags of short arithmetic traces instead of an "
              "LLM judge's behaviour labels on long thinking traces; a 135M model seldom "
              "backtracks, so the studied label is the most frequent tag, not backtracking.",
              "Model: a 135M instruct model vs 1.5B-14B distilled reasoning models.",
              "Scale: a few dozen traces and one coefficient; the paper sweeps layers and "
-             "strengths on hundreds of traces. Intervals are wide."],
+             "strengths on hundreds of traces. Intervals are wide.",
+             "Specificity: the vector is rescaled to the mean activation norm (Venhoff's "
+             "convention) and added at every generated token, so a random vector of the same "
+             "norm also perturbs the text strongly; an effect counts only where the +/-vector "
+             "arm leaves the matching +/-random arm's interval."],
         body=body, numbers=numbers, paper=PAPER)
     return numbers
 
