@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      max_new_tokens=args.max_new_tokens)
     vec, counts = direction(model, add_halves(train), out)
     ids, spans = reasoning_spans(train)
-    with torch.no_grad():  # rank_heads builds its readout from weights that require grad
-        ranked = rank_heads(model, ids, vec, spans=spans)
+    ranked = rank_heads(model, ids, vec, spans=spans)
     n_heads = model.n_layers * model.n_heads
     k = max(1, round(args.head_frac * n_heads))
     top = [(h.layer, h.head) for h in ranked[:k]]
@@ -105,8 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     arms = {"unedited": arm(model, held, out / "eval_unedited.jsonl", args.max_new_tokens)}
     with edit_heads(model, top, vec):
         arms["top heads edited"] = arm(model, held, out / "eval_top.jsonl", args.max_new_tokens)
-        with torch.no_grad():
-            after = rank_heads(model, ids, vec, spans=spans)
+        after = rank_heads(model, ids, vec, spans=spans)
     with edit_heads(model, rnd, vec):
         arms["random heads edited (control)"] = arm(model, held, out / "eval_random.jsonl",
                                                     args.max_new_tokens)

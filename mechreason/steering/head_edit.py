@@ -77,7 +77,8 @@ def rank_heads(model: Model, prompts: Sequence[Sequence[int]], direction: torch.
     units = _unit_directions(model, direction, layers)
     hd, nh = _head_dim(model), model.n_heads
     # per layer: (n_heads, head_dim) readout of each head's z along u
-    readout = {L: (o_proj(model, L).weight.T @ units[L]).view(nh, hd) for L in layers}
+    with torch.no_grad():  # the weights require grad; the scores must not carry a graph
+        readout = {L: (o_proj(model, L).weight.T @ units[L]).view(nh, hd) for L in layers}
     sums = {L: torch.zeros(nh, dtype=torch.float64) for L in layers}
     count = 0
     for i, ids in enumerate(prompts):
