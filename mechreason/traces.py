@@ -68,6 +68,7 @@ def run_traces(model: Model, problems: Sequence[Problem], out: str | os.PathLike
     ids = [trace_id(p.id, st.name, sampling) for p in problems]
     if len(set(ids)) != len(ids):
         raise MechReasonError("problem ids repeat; each trace needs a unique id")
+    _check_resumable(path, [done[t] for t in ids if t in done], model, sampling)
     todo = [k for k, tid in enumerate(ids) if tid not in done]
     log.info("%d of %d traces already in %s; generating %d", len(ids) - len(todo), len(ids),
              path, len(todo))
@@ -90,6 +91,23 @@ def run_traces(model: Model, problems: Sequence[Problem], out: str | os.PathLike
         append_record(path, rec)
         done[rec["id"]] = rec
     return [done[t] for t in ids if t in done]
+
+
+def _check_resumable(path: Path, old: Sequence[dict[str, Any]], model: Model,
+                     sampling: SamplingConfig) -> None:
+    """Refuse to resume from records made by other weights or another sampling setup
+    (they would be returned as if they were this run's)."""
+    want = {"temperature": sampling.temperature, "top_p": sampling.top_p,
+            "max_new_tokens": sampling.max_new_tokens}
+    for r in old:
+        got = r.get("sampling") or {}
+        diff = [f"{k} {got[k]!r} (now {v!r})" for k, v in want.items() if k in got and got[k] != v]
+        if r.get("weights_hash") and model.weights_hash and r["weights_hash"] != model.weights_hash:
+            diff.append(f"model {r.get('model')!r} with other weights (now {model.name!r})")
+        if diff:
+            raise MechReasonError(
+                f"{str(path)!r} already holds trace {r['id']!r}, generated with {', '.join(diff)}; "
+                "resuming would mix the two runs: write to another file or delete this one")
 
 
 def build_record(model: Model, problem: Problem, style: str, prompt: str, prompt_ids: list[int],

@@ -4,6 +4,7 @@ after a crash, statistics, and the CLI."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,17 @@ def test_resume_after_crash(tiny, tmp_path: Path) -> None:
     # Another style is another trace of the same problem.
     run_traces(tiny, problems[:2], out, style="cot", sampling=CFG)
     assert len(read_traces(out)) == 7
+    # Other settings into the same file would mix two runs: refused before any work.
+    longer = replace(CFG, max_new_tokens=CFG.max_new_tokens + 1)
+    fourth = Counting()
+    with pytest.raises(MechReasonError, match=r"max_new_tokens .* resuming would mix"):
+        run_traces(tiny, problems, out, style="direct", sampling=longer, generate_fn=fourth)
+    assert fourth.seen == 0 and len(read_traces(out)) == 7
+    # Records from other weights are refused too.
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(line.replace(tiny.weights_hash, "0" * 16) for line in lines) + "\n")
+    with pytest.raises(MechReasonError, match="other weights"):
+        run_traces(tiny, problems, out, style="direct", sampling=CFG)
 
 
 def test_read_traces_errors(tmp_path: Path) -> None:
