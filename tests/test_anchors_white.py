@@ -3,6 +3,8 @@ equal the naive ones, kurtosis is scipy's, earlier tokens are untouched."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -82,6 +84,22 @@ def test_split_half_planted():
     assert abs(noise.r_mean) < 0.3 and noise.r_lo < 0 < noise.r_hi
     with pytest.raises(MechReasonError, match=">= 4 traces"):
         split_half(signal[None].repeat(3, 0), cfg)
+
+
+def test_split_half_with_heads_undefined_in_some_traces():
+    rng = np.random.default_rng(1)
+    k = rng.normal(size=(6, 4, 6))
+    k[:, 2, :] = np.nan  # a layer whose heads never get a kurtosis
+    k[:3, 3, :2] = np.nan  # heads undefined in half the traces
+    cfg = ReceiverConfig(top_k=3, split_halves=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice" or NaN correlations
+        rel = split_half(k, cfg)
+    assert np.isfinite([rel.r_mean, rel.r_lo, rel.r_hi, rel.top_k_overlap]).all()
+    k[:, :, 2:] = np.nan  # 2 heads per layer left, 6 in all but layer 0 is skipped ...
+    k[:, 1, :] = np.nan  # ... and layer 1 gone too: 2 heads, no correlation to take
+    with pytest.raises(MechReasonError, match="no split had 3 heads"):
+        split_half(k, cfg)
 
 
 def test_receivers_over_traces(tiny):

@@ -19,6 +19,7 @@ layer's attention first (the naive way, for tests and the memory benchmark).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     import torch
 
     from mechreason.models import Model
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -194,14 +197,21 @@ def split_half(kurtoses: np.ndarray, cfg: ReceiverConfig) -> SplitHalf:
     rs, overlaps = [], []
     for _ in range(cfg.split_halves):
         perm = rng.permutation(n)
-        a = np.nanmean(kurtoses[perm[: n // 2]], 0)
-        b = np.nanmean(kurtoses[perm[n // 2:]], 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a head NaN in a whole half
+            a = np.nanmean(kurtoses[perm[: n // 2]], 0)
+            b = np.nanmean(kurtoses[perm[n // 2:]], 0)
         fa, fb = a[keep].ravel(), b[keep].ravel()
         ok = np.isfinite(fa) & np.isfinite(fb)
+        if ok.sum() < 3 or fa[ok].std() == 0 or fb[ok].std() == 0:
+            continue  # no correlation to take on this split
         rs.append(float(np.corrcoef(fa[ok], fb[ok])[0, 1]))
         ta = set(top_heads(a, cfg.top_k, cfg.skip_layers))
         tb = set(top_heads(b, cfg.top_k, cfg.skip_layers))
         overlaps.append(len(ta & tb) / max(len(ta), 1))
+    if not rs:
+        raise MechReasonError("split-half reliability: no split had 3 heads with a finite, "
+                              "varying kurtosis in both halves")
     r = float(np.mean(rs))
     return SplitHalf(r, float(np.quantile(rs, 0.025)), float(np.quantile(rs, 0.975)),
                      2 * r / (1 + r), float(np.mean(overlaps)))
@@ -245,6 +255,11 @@ def analyze_receivers(model: Model, traces: Sequence[AnchorTrace],
         raise MechReasonError("no head has a finite kurtosis outside skip_layers "
                               f"{list(cfg.skip_layers)}: no receiver heads to rank")
     scores = [receiver_scores(p.vertical, heads) for p in per]
-    rel = split_half(kurts, cfg) if len(usable) >= 4 else None
+    rel = None
+    if len(usable) >= 4:
+        try:
+            rel = split_half(kurts, cfg)
+        except MechReasonError as e:  # reliability is a diagnostic: say why it is missing
+            log.warning("receiver heads: %s", e)
     return Receivers(mean, heads, scores, rel)
 
