@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.max_new_tokens = min(args.n, 4), 12
-    import torch
 
     from mechreason.steering.head_edit import edit_heads, rank_heads
 
