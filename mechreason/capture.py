@@ -402,10 +402,17 @@ class ActivationStore:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def token_ids(self) -> dict[str, list[int]]:
-        """Item id -> the token ids its rows index (``pos``), from the index itself; empty
-        for a store written before ids were kept (pass the capture's input instead)."""
-        return {it["item"]: it["token_ids"] for it in self.items if "token_ids" in it}
+    def token_ids(self, model: Model | None = None,
+                  input: Any = None) -> dict[str, list[int]]:
+        """Item id -> the token ids its rows index (``pos``), from the index itself (empty
+        for a store written before ids were kept). With ``input`` (the capture's input,
+        as :func:`capture` takes it), the ids come from re-tokenising it with ``model``
+        instead, matched to items by id: the way to read an older store."""
+        if input is None:
+            return {it["item"]: it["token_ids"] for it in self.items if "token_ids" in it}
+        if model is None:
+            raise MechReasonError("token ids from an input file need the model that tokenises it")
+        return {it.id: it.ids for it in load_items(model, input)}
 
     def item(self, item_id: str) -> dict[str, Any]:
         if item_id not in self._items_by_id:

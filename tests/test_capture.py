@@ -115,6 +115,9 @@ def test_trace_records_keyed_by_sentence_and_phase(tiny, tmp_path):
     assert len(store.select(style="direct", phase="answer")) == len(tiny.encode("The answer is 5."))
     rec = json.loads(path.read_text().splitlines()[0])
     assert store.token_ids()["t0"] == rec["prompt_ids"] + rec["generated_ids"]  # the trace's own ids
+    assert store.token_ids(tiny, path) == store.token_ids()  # re-reading the input: the same
+    with pytest.raises(MechReasonError, match="need the model"):
+        store.token_ids(input=path)
     first = capture(tiny, path, _cfg(positions="first-generated"), tmp_path / "fg", progress=False)
     assert [r["pos"] for r in first.rows] == [p, p]
     means = capture(tiny, path, _cfg(aggregate="mean", positions="generated"), tmp_path / "m",

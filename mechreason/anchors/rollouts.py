@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from mechreason.errors import MechReasonError
+from mechreason.generation import nucleus_drop
 
 if TYPE_CHECKING:
     import torch
@@ -87,8 +88,6 @@ def sample_next(logits: torch.Tensor, gens: Sequence[torch.Generator], cfg: Samp
 
     scaled = logits.float() / cfg.temperature  # (B, V)
     if cfg.top_p < 1:
-        from mechreason.generation import nucleus_drop
-
         scaled = scaled.masked_fill(nucleus_drop(scaled.softmax(-1), cfg.top_p), -torch.inf)
     u = torch.stack([torch.rand(scaled.shape[-1], generator=g) for g in gens])
     gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))

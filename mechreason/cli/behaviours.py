@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.artifacts import save_tensors, write_json, write_meta
-    from mechreason.capture import ActivationStore, load_items
+    from mechreason.capture import ActivationStore
     from mechreason.errors import MechReasonError, unknown
     from mechreason.sae.behaviours import BehaviourConfig, discover_behaviours
 
@@ -42,12 +42,11 @@ def run(args: argparse.Namespace) -> int:
     if hook not in store.hooks:
         raise unknown("hook in this store", hook, store.hooks)
     res = discover_behaviours(store, hook, cfg)
-    stored = store.token_ids()
-    if args.input or stored:
+    if args.input or store.token_ids():
         from mechreason.models import load_model
 
         model = load_model(store.cfg["model"], device="cpu")
-        items = {it.id: it.ids for it in load_items(model, args.input)} if args.input else stored
+        items = store.token_ids(model, args.input)
         for c in res["clusters"]:
             for ex in c["examples"]:
                 s, e = store.item(ex["item"])["sentences"][ex["sentence"]]

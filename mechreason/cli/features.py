@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.artifacts import save_tensors, write_json, write_meta
-    from mechreason.capture import ActivationStore, load_items
+    from mechreason.capture import ActivationStore
     from mechreason.errors import MechReasonError
     from mechreason.models import load_model
     from mechreason.sae import features as F
@@ -41,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise MechReasonError(f"SAE (hook {hook!r}, d_in {sae.cfg.d_in}) does not fit the store "
                               f"(hooks {store.hooks}, d_model {store.d_model})")
     model = load_model(store.cfg["model"], device="cpu")
-    tokens = ({it.id: it.ids for it in load_items(model, args.input)} if args.input
-              else store.token_ids())
+    tokens = store.token_ids(model, args.input)
     if args.score == "reason" and not tokens:
         raise MechReasonError("--score reason needs the tokens: this store keeps no token ids "
                               "(written by an older mechreason); pass --input, the capture's input file")

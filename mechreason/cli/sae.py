@@ -97,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from mechreason.artifacts import read_json, write_json
-    from mechreason.capture import ActivationStore, load_items
+    from mechreason.capture import ActivationStore
     from mechreason.errors import MechReasonError
     from mechreason.sae.evaluate import (
         loss_recovered,
@@ -126,12 +126,11 @@ def run_eval(args: argparse.Namespace) -> int:
     res: dict = {"rows_from": "held-out items" if items is not None else "all items",
                  **reconstruction_metrics(sae, store.iter_batches(hook, 4096, shuffle=False,
                                                                   rows=rows))}
-    stored = store.token_ids()
-    if args.input or stored:
+    if args.input or store.token_ids():
         from mechreason.models import load_model
 
         model = load_model(store.cfg["model"])
-        ids = {it.id: it.ids for it in load_items(model, args.input)} if args.input else stored
+        ids = store.token_ids(model, args.input)
         seqs = [t[:args.max_length] for i, t in ids.items()
                 if items is None or i in items][:args.max_items]
         res.update(loss_recovered(model, sae, hook, seqs))
