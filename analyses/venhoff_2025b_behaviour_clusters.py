@@ -68,15 +68,14 @@ def shuffled_nmi(res: dict[str, Any], recs: list[dict[str, Any]], seed: int, n: 
 def hybrid_invariant(model: Any, hook: str, vectors: Any, prompts: list[list[int]],
                      max_new_tokens: int) -> dict[str, Any]:
     """Same model as base and thinking: share of tokens steered and agreement with greedy."""
-    from mechreason.steering import hf_generate
+    from mechreason.generation import SamplingConfig, generate
     from mechreason.steering.hybrid import HybridConfig, hybrid_generate
 
     cfg = HybridConfig(hook=hook, select_hook=hook, max_new_tokens=max_new_tokens)
     steered = total = same = 0
     for p in prompts:
         res = hybrid_generate(model, model, p, vectors, cfg)
-        greedy = [t for t in hf_generate(model, [p], max_new_tokens=max_new_tokens)[0]
-                  if t not in set(model.eos_ids)]
+        greedy = generate(model, [p], SamplingConfig(max_new_tokens=max_new_tokens))[0].ids
         steered += sum(res.steered)
         total += len(res.steered)
         same += res.ids == greedy

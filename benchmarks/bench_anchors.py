@@ -24,9 +24,10 @@ import sys
 
 import torch
 
-from benchmarks.harness import Figure, interleaved
+from benchmarks.harness import Figure, figure, interleaved
 
-FIGURES = ["B4", "B5", "RECV_MEM"]
+FIGURES = ["B4", "B5"]
+"""(``recv_mem()`` measures peak memory, not time: run it by hand; it is not recorded.)"""
 # MECHREASON_B4_CAP / MECHREASON_B4_CHUNKS: a longer cap lets rollouts reach their
 # answer (where early stop pays); a quiet machine affords more sentences.
 R, REPEATS = 8, 2
@@ -84,29 +85,27 @@ def b4(model, trace) -> Figure:
     sampling = Sampling(temperature=0.6, top_p=0.95, max_new_tokens=CAP)
     stop = answer_stop(model)
     n = R * trace.n
-    secs = interleaved({"ours": lambda: _ours(model, trace, sampling, stop) and None,
-                        "reference": lambda: _reference(model, trace) and None},
-                       repeats=REPEATS, warmup=0)
-    a, b = n / secs["ours"], n / secs["reference"]
-    return Figure("B4 rollouts/s (ours / HF generate per chunk)", a / b, a, b, " rollouts/s", 3.0,
-                  {"sentences": trace.n, "rollouts_per_sentence": R, "cap": CAP})
+    t = interleaved({"ours": lambda: _ours(model, trace, sampling, stop),
+                     "reference": lambda: _reference(model, trace)}, repeats=REPEATS)
+    return figure("B4", "rollouts/s: ours / HF generate per chunk (Thought Anchors procedure)",
+                  t, "ours", "reference", n, target=3.0, unit="rollouts/s",
+                  sizes={"sentences": trace.n, "rollouts_per_sentence": R, "cap": CAP})
 
 
 def b5(model, trace) -> Figure:
     from mechreason.anchors.suppression import suppression_matrix, suppression_reference
 
     got: dict[str, object] = {}
-    secs = interleaved({"ours": lambda: got.__setitem__("ours", suppression_matrix(model, trace)),
-                        "reference": lambda: got.__setitem__("ref", suppression_reference(model, trace))},
-                       repeats=REPEATS, warmup=0)
+    t = interleaved({"ours": lambda: got.__setitem__("ours", suppression_matrix(model, trace)),
+                     "reference": lambda: got.__setitem__("ref", suppression_reference(model, trace))},
+                    repeats=REPEATS)
     ours, ref = got["ours"], got["ref"]
     kl_diff = float((ours.mean_kl - ref.mean_kl).abs().nan_to_num().max())  # type: ignore[attr-defined]
     log_diff = float((ours.matrix - ref.matrix).abs().nan_to_num().max())  # type: ignore[attr-defined]
-    return Figure("B5 suppression matrix (batched+prefix reuse / forward per sentence)",
-                  secs["reference"] / secs["ours"], 1 / secs["ours"], 1 / secs["reference"],
-                  " matrices/s", 2.0, {"max_abs_diff_mean_kl": kl_diff,
-                                       "max_abs_diff_log_kl": log_diff, "sentences": trace.n,
-                                       "tokens": len(trace.ids)})
+    return figure("B5", "suppression matrix: batched + prefix reuse / one forward per sentence",
+                  t, "ours", "reference", 1, target=2.0, unit="matrices/s",
+                  sizes={"max_abs_diff_mean_kl": kl_diff, "max_abs_diff_log_kl": log_diff,
+                         "sentences": trace.n, "tokens": len(trace.ids)})
 
 
 _MEM_CHILD = r"""
@@ -141,7 +140,7 @@ def _mem(tokens: int, arm: str) -> float:
     return rec["peak_mb"] - rec["base_mb"]
 
 
-def recv_mem() -> list[Figure]:
+def recv_mem() -> list[tuple[str, float, float, float]]:
     """Both arms at 2,048 tokens; ours alone at 4,096 (all layers' attention
     at 4,096 tokens is 30 x 9 x 4096^2 x 4 bytes = 18.1 GB, beyond this machine), where
     the reference is its measured 2,048 figure scaled by the T^2 attention size."""
@@ -150,13 +149,11 @@ def recv_mem() -> list[Figure]:
     for t in (2048,):
         ours, ref = _mem(t, "ours"), _mem(t, "reference")
         measured[t] = ref
-        figs.append(Figure(f"RECV_MEM peak MB at {t} tokens (reference / ours)", ref / ours,
-                           ours, ref, " MB"))
+        figs.append((f"RECV_MEM peak MB at {t} tokens (reference / ours)", ref / ours, ours, ref))
     ours4k = _mem(4096, "ours")
     ref4k = measured[2048] * 4
-    figs.append(Figure("RECV_MEM peak MB at 4096 tokens (reference extrapolated / ours)",
-                       ref4k / ours4k, ours4k, ref4k, " MB",
-                       extra={"all_layers_attention_gb": 30 * 9 * 4096 ** 2 * 4 / 1e9}))
+    figs.append(("RECV_MEM peak MB at 4096 tokens (reference extrapolated / ours)",
+                 ref4k / ours4k, ours4k, ref4k))
     return figs
 
 
@@ -171,6 +168,4 @@ def run(ids: list[str]) -> list[Figure]:
             figs.append(b4(model, trace))
         if "B5" in ids:
             figs.append(b5(model, trace))
-    if "RECV_MEM" in ids:
-        figs.extend(recv_mem())
     return figs

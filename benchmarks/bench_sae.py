@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from benchmarks.harness import Figure, interleaved, throughput_figure
+from benchmarks.harness import Figure, figure, interleaved
 
 FIGURES = ["B3", "B3aux"]
 D_IN, EXPANSION, K, BATCH, LR = 576, 8, 32, 1024, 4e-4
@@ -91,13 +91,12 @@ def _theirs(batches: list[torch.Tensor], dead_window: int):
 
 
 def _figure(name: str, batches: list[torch.Tensor], dead: bool) -> Figure:
-    secs = interleaved({"ours": _ours(batches, 0 if dead else 10**12),
-                        "sae_lens": _theirs(batches, 0 if dead else 10**9)},
-                       repeats=5, warmup=1)
-    fig = throughput_figure(name, STEPS_PER_REPEAT * BATCH, secs, "ours", "sae_lens",
-                            target=1.5)
-    return Figure(fig.name, fig.ratio, fig.ours, fig.theirs, fig.unit, fig.target,
-                  {"threads": torch.get_num_threads()})
+    t = interleaved({"ours": _ours(batches, 0 if dead else 10**12),
+                     "sae_lens": _theirs(batches, 0 if dead else 10**9)})
+    return figure(name, "SAE training tokens/s / SAELens SAETrainer.step", t, "ours", "sae_lens",
+                  STEPS_PER_REPEAT * BATCH, target=1.5,
+                  sizes={"d_in": D_IN, "d_sae": D_IN * EXPANSION, "k": K, "batch": BATCH,
+                         "acts": os.environ.get("MECHREASON_B3_ACTS") or "synthetic Gaussian"})
 
 
 def run(ids: list[str]) -> list[Figure]:

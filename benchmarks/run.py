@@ -1,20 +1,27 @@
-"""Run the benchmarks: ``python -m benchmarks.run [B1 B2 ...]``.
+"""Run the benchmarks: ``python -m benchmarks.run [B0 B1a ...]``.
 
 Each ``benchmarks/bench_*.py`` module exposes ``FIGURES`` (the ids it measures) and
-``run(ids) -> list[Figure]``. One line per figure: ``NAME ratio=X.XX`` and both arms'
-raw numbers. Results are recorded by hand in benchmarks/RESULTS.md with the command.
+``run(ids) -> list[Figure]``. Every figure is printed as one line and written with its
+raw samples to ``benchmarks/results/<id>.json`` (:func:`benchmarks.harness.record`);
+``RESULTS.md`` is then regenerated from all results files (:mod:`benchmarks.report`).
+Run one heavy benchmark at a time, with ``OMP_NUM_THREADS=1`` on a shared CPU machine.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import shlex
 import sys
 from pathlib import Path
+
+from benchmarks import report
+from benchmarks.harness import record
 
 
 def main(argv: list[str]) -> int:
     wanted = {a.upper() for a in argv}
+    command = "python -m benchmarks.run " + shlex.join(argv)
     here = Path(__file__).parent
     for info in sorted(pkgutil.iter_modules([str(here)]), key=lambda i: i.name):
         if not info.name.startswith("bench_"):
@@ -24,7 +31,9 @@ def main(argv: list[str]) -> int:
         if not ids:
             continue
         for fig in mod.run(ids):
+            record(fig, command)
             print(fig.line(), flush=True)
+    report.write()
     return 0
 
 

@@ -356,7 +356,7 @@ def _stop_hook(model: Model, hooks: Sequence[str]) -> str | None:
     if any(layer is None for layer in layers):
         return None  # an embed / final-norm / unembed hook: run the whole model
     name = f"blocks.{max(x for x in layers if x is not None)}.hook_out"
-    return name if name in model.bridge.hook_dict else None
+    return name if name in model.points else None
 
 
 def _write_shard(out: Path, k: int, items: list[dict[str, Any]], rows: list[dict[str, Any]],

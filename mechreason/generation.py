@@ -1,23 +1,24 @@
-"""Generation: the one narrow black-box interface that traces and rollouts go through.
+"""Generation: the one narrow black-box interface that traces go through.
 
 Prompt token ids and sampling settings in, generated token ids out
 (:func:`generate`). Prompts are left-padded into batches (sorted by length so padding
 is small), prefilled once, then decoded one token per step with the HF KV cache, with
-per-row absolute positions from the attention mask. The loop calls ``model.hf``
-(the HF model the TransformerBridge wraps), so hooks registered on the Bridge's hook
-points (``hooks_context``) fire during generation. Greedy decoding is temperature 0;
-sampling (temperature, top-p) draws each row from its own seeded generator, so a
-prompt's sample does not depend on which batch it lands in. Generation stops at an
+per-row absolute positions, by the decode engine (:mod:`mechreason.engine`), so hooks
+on the model (``hooks_context``, steering) fire at every step. Greedy decoding is
+temperature 0; sampling (temperature, top-p) draws each row from its own seeded
+generator, so a prompt's sample does not depend on which batch it lands in. A row
+leaves the batch as soon as it finishes. Generation stops at an
 EOS token (excluded from ``ids``), a stop string, or the length cap. A vLLM backend
 can serve the same signature later (DESIGN.md section 10).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+from mechreason import engine
+from mechreason.engine import SamplingConfig, nucleus_drop
 from mechreason.errors import MechReasonError
 
 if TYPE_CHECKING:
@@ -25,35 +26,7 @@ if TYPE_CHECKING:
 
     from mechreason.models import Model
 
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SamplingConfig:
-    """How to decode."""
-
-    max_new_tokens: int = 256
-    """Length cap on generated tokens (EOS not counted)."""
-    temperature: float = 0.0
-    """0 is greedy decoding; above 0 samples from softmax(logits / temperature)."""
-    top_p: float = 1.0
-    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p."""
-    seed: int = 0
-    """Base seed; prompt i samples with seed ``seed + i`` unless seeds are given."""
-    batch_size: int = 8
-    """Prompts decoded together (left-padded)."""
-    stop: tuple[str, ...] = ()
-    """Strings that end a generation once the generated text contains one (kept in it)."""
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise MechReasonError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise MechReasonError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise MechReasonError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.batch_size < 1:
-            raise MechReasonError(f"batch_size must be >= 1, got {self.batch_size}")
-        if isinstance(self.stop, str):
-            raise MechReasonError(f"stop must be a tuple of strings, got the string {self.stop!r}")
+__all__ = ["Generation", "SamplingConfig", "decode", "generate", "iter_generate", "nucleus_drop"]
 
 
 class Generation(NamedTuple):
@@ -65,21 +38,26 @@ class Generation(NamedTuple):
     """``ids`` decoded (special tokens kept, no clean-up, so offsets line up)."""
     finish_reason: str
     """``eos``, ``stop`` (a stop string) or ``length`` (hit max_new_tokens)."""
+    top2: list[tuple[float, float]] | None = None
+    """With ``top2=True``: the two highest next-token probabilities (softmax of the raw
+    logits) at each generated token (CoT-decoding's confidence margin)."""
 
 
 def generate(model: Model, prompt_ids: Sequence[Sequence[int]], cfg: SamplingConfig,
-             *, seeds: Sequence[int] | None = None, progress: bool = False) -> list[Generation]:
+             *, seeds: Sequence[int] | None = None, progress: bool = False,
+             top2: bool = False) -> list[Generation]:
     """Generate a continuation for every prompt, in input order (see module docstring)."""
     out: list[Generation | None] = [None] * len(prompt_ids)
-    for i, gen in iter_generate(model, prompt_ids, cfg, seeds=seeds, progress=progress):
+    for i, gen in iter_generate(model, prompt_ids, cfg, seeds=seeds, progress=progress,
+                                top2=top2):
         out[i] = gen
     assert all(g is not None for g in out)
     return [g for g in out if g is not None]
 
 
 def iter_generate(model: Model, prompt_ids: Sequence[Sequence[int]], cfg: SamplingConfig,
-                  *, seeds: Sequence[int] | None = None,
-                  progress: bool = False) -> Iterator[tuple[int, Generation]]:
+                  *, seeds: Sequence[int] | None = None, progress: bool = False,
+                  top2: bool = False) -> Iterator[tuple[int, Generation]]:
     """Yield ``(index, Generation)`` as each batch finishes (for append-as-you-go)."""
     from tqdm.auto import tqdm
 
@@ -95,7 +73,7 @@ def iter_generate(model: Model, prompt_ids: Sequence[Sequence[int]], cfg: Sampli
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
             gens = _generate_batch(model, [prompts[i] for i in idx],
-                                   [row_seeds[i] for i in idx], cfg)
+                                   [row_seeds[i] for i in idx], cfg, top2)
             bar.update(len(idx))
             yield from zip(idx, gens)
     finally:
@@ -103,99 +81,33 @@ def iter_generate(model: Model, prompt_ids: Sequence[Sequence[int]], cfg: Sampli
 
 
 def _generate_batch(model: Model, rows: list[list[int]], seeds: list[int],
-                    cfg: SamplingConfig) -> list[Generation]:
-    import torch
-
-    device = model.device
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[model.pad_id] * (width - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # absolute positions, pads at 0
-    gens = _generators(seeds) if cfg.temperature > 0 else None
+                    cfg: SamplingConfig, top2: bool) -> list[Generation]:
+    gens = engine.generators(seeds) if cfg.temperature > 0 else []
     eos = set(model.eos_ids)
+    reason: list[str] = ["length"] * len(rows)
+    probs: list[list[tuple[float, float]]] = [[] for _ in rows]
+
+    def choose(logits: torch.Tensor, live: list[int]) -> list[int]:
+        if top2:
+            for row, t in zip(live, logits.softmax(-1).topk(2, dim=-1).values.tolist()):
+                probs[row].append((t[0], t[1]))
+        picks = engine.sample(logits, cfg, [gens[r] for r in live] if gens else [])
+        return [int(t) for t in picks.tolist()]
+
+    def done(row: int, toks: list[int]) -> bool:
+        if toks[-1] in eos:
+            reason[row] = "eos"
+            return True
+        if cfg.stop and any(s in decode(model, toks[-32:]) for s in cfg.stop):
+            reason[row] = "stop"
+            return True
+        return len(toks) >= cfg.max_new_tokens
+
     out: list[list[int]] = [[] for _ in rows]
-    reason: list[str | None] = [None] * len(rows)
-    cache = None
-    step_ids = ids
-    with torch.inference_mode():
-        for _ in range(cfg.max_new_tokens):
-            res = model.hf(input_ids=step_ids, attention_mask=mask, position_ids=pos,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = res.past_key_values
-            nxt = _choose(res.logits[:, -1, :].float(), cfg, gens).tolist()
-            for b, tok in enumerate(nxt):
-                if reason[b] is None:
-                    reason[b] = _advance(model, out[b], tok, eos, cfg)
-            if all(r is not None for r in reason):
-                break
-            step = torch.tensor([[model.pad_id if reason[b] else t] for b, t in enumerate(nxt)],
-                                device=device)
-            step_ids = step
-            mask = torch.cat([mask, torch.ones_like(step)], dim=1)
-            pos = pos[:, -1:] + 1
-    return [Generation(o, decode(model, o), r or "length") for o, r in zip(out, reason)]
-
-
-def _advance(model: Model, out: list[int], tok: int, eos: set[int],
-             cfg: SamplingConfig) -> str | None:
-    """Append ``tok`` to a row; return its finish reason if this ends it."""
-    if tok in eos:
-        return "eos"
-    out.append(tok)
-    if cfg.stop:
-        tail = decode(model, out[-32:])
-        if any(s in tail for s in cfg.stop):
-            return "stop"
-    return None
-
-
-def _generators(seeds: list[int]) -> list[torch.Generator]:
-    import torch
-
-    gens = []
-    for s in seeds:
-        g = torch.Generator(device="cpu")
-        g.manual_seed(int(s))
-        gens.append(g)
-    return gens
-
-
-def _choose(logits: torch.Tensor, cfg: SamplingConfig,
-            gens: list[torch.Generator] | None) -> torch.Tensor:
-    """Next token per row: argmax, or a top-p sample from each row's generator."""
-    import torch
-
-    if gens is None:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits / cfg.temperature, dim=-1).cpu()
-    if cfg.top_p < 1.0:
-        probs = probs.masked_fill(nucleus_drop(probs, cfg.top_p), 0.0)
-    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, gens)])
-
-
-def nucleus_drop(probs: torch.Tensor, top_p: float, k: int = 512) -> torch.Tensor:
-    """(B, V) mask of the tokens outside the top-p nucleus: a token is dropped when the
-    mass of the tokens ranked above it already reaches ``top_p``.
-
-    Sorting the whole vocabulary every step was a fifth of a CPU rollout's time. The
-    nucleus is almost always among the ``k`` most probable tokens: where their mass
-    reaches ``top_p``, every token outside them is dropped and only they are ranked;
-    the other rows (flat distributions) are sorted in full. The mask is the same.
-    """
-    import torch
-
-    def ranked_drop(values: torch.Tensor) -> torch.Tensor:  # values sorted descending
-        return values.cumsum(-1) - values >= top_p
-
-    k = min(k, probs.shape[-1])
-    top, idx = probs.topk(k, dim=-1)  # sorted descending
-    drop = torch.ones_like(probs, dtype=torch.bool).scatter(-1, idx, ranked_drop(top))
-    flat = (top.sum(-1) < top_p).nonzero().flatten()
-    if len(flat):
-        values, order = probs[flat].sort(-1, descending=True)
-        drop[flat] = torch.zeros_like(values, dtype=torch.bool).scatter(-1, order, ranked_drop(values))
-    return drop
-
+    for row, toks in engine.decode_loop(model, engine.prefill(model, rows), choose, done):
+        out[row] = toks[:-1] if reason[row] == "eos" else toks
+    return [Generation(o, decode(model, o), r, probs[i][:len(o)] if top2 else None)
+            for i, (o, r) in enumerate(zip(out, reason))]
 
 def decode(model: Model, ids: Sequence[int]) -> str:
     """Token ids to text with special tokens kept and no clean-up (offset-exact)."""

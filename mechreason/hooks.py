@@ -1,9 +1,10 @@
 """Hooks: every hook lives inside a context manager.
 
-:func:`hooks_context` registers plain PyTorch forward hooks on the Bridge's named hook
-points (all or nothing) and removes them on exit, exceptions included. Hooks see and
-may replace the activation: ``fn(activation) -> activation | None``. They fire for the
-Bridge's own forward and for the wrapped HF model's ``forward``/``generate`` alike.
+:func:`hooks_context` attaches hook functions to the model's named hook points
+(:mod:`mechreason.hookpoints`; the Bridge's under ``backend="transformer-lens"``), all
+or nothing, and removes them on exit, exceptions included. Hooks see and may replace
+the activation: ``fn(activation) -> activation | None``. They fire for every forward of
+``model.hf``: mechreason's engine, HF ``generate``, or a user's own loop.
 
 :class:`StopForward` lets a hook end the forward pass early (capture stops after the
 deepest hooked layer instead of running the rest of the model).
@@ -40,25 +41,23 @@ def hooks_context(model: Model, hooks: Mapping[str, HookFn | Sequence[HookFn]]) 
     handles: list[Any] = []
     try:
         for name, fn in items:
-            point = model.bridge.hook_dict[name]
-            handles.append(point.register_forward_hook(_adapt(fn)))
+            handles.append(model.points[name].add(fn))
         yield
     finally:
-        for h in handles:
+        for h in reversed(handles):
             h.remove()
 
 
-def _adapt(fn: HookFn) -> Callable[..., Any]:
-    def hook(_module: Any, _inputs: Any, output: Any) -> Any:
-        return fn(output)
-
-    return hook
-
-
 def active_hook_count(model: Model) -> int:
-    """How many forward hooks are attached to the model's hook points (tests use it)."""
-    points = {id(p): p for p in model.bridge.hook_dict.values()}  # names alias one point
-    return sum(len(p._forward_hooks) for p in points.values())
+    """How many hooks are attached anywhere in the model (tests use it): torch forward
+    and pre-forward hooks on every module, plus attention-interface hooks."""
+    from mechreason.hookpoints import attention_hook_count
+
+    mods = {id(m): m for m in model.hf.modules()}
+    if model.tl_bridge is not None:
+        mods.update((id(m), m) for m in model.tl_bridge.modules())
+    torch_hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in mods.values())
+    return torch_hooks + attention_hook_count(model.hf)
 
 
 def run_forward(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

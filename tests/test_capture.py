@@ -23,10 +23,16 @@ def _cfg(**kw):
 
 
 def _reference(tiny, text, hook):
-    ids = torch.tensor([tiny.encode(text)])
-    with torch.no_grad():
-        _, cache = tiny.bridge.run_with_cache(ids)
-    return cache[hook][0]
+    """A hand-written torch hook on the HF block (independent of mechreason's hooks)."""
+    layer = int(hook.split(".")[1])
+    got = []
+    handle = tiny.hf.model.layers[layer].register_forward_hook(lambda _m, _i, out: got.append(out))
+    try:
+        with torch.no_grad():
+            tiny.hf(torch.tensor([tiny.encode(text)]))
+    finally:
+        handle.remove()
+    return got[0][0]
 
 
 @pytest.mark.parametrize("layer", [0, 2, 3])

@@ -1,7 +1,9 @@
-"""Model loading through the Bridge: tiny-random, local HF directories, bundled GGUF
+"""Model loading: tiny-random, local HF directories, bundled GGUF
 (slow), hook-name validation, and hooks that never outlive their context."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -20,12 +22,18 @@ def test_tiny_random_is_seeded(tiny):
     assert tiny.weights_hash != other.weights_hash
 
 
-def test_bridge_matches_hf_and_hidden_states(tiny):
+def _run_with_cache(model, ids, names):
+    got = {}
+    hooks = {n: functools.partial(lambda n, x: got.__setitem__(n, x.clone()), n) for n in names}
+    with hooks_context(model, hooks), torch.no_grad():
+        out = model.hf(ids, output_hidden_states=True)
+    return out, got
+
+
+def test_hooks_read_hf_hidden_states(tiny):
     ids = torch.tensor([tiny.encode("Seven plus five is twelve.")])
-    with torch.no_grad():
-        hf = tiny.hf(ids, output_hidden_states=True)
-        logits, cache = tiny.bridge.run_with_cache(ids)
-    torch.testing.assert_close(logits, hf.logits)
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(tiny.n_layers)]
+    hf, cache = _run_with_cache(tiny, ids, names)
     for layer in range(tiny.n_layers - 1):
         assert torch.equal(cache[f"blocks.{layer}.hook_resid_post"], hf.hidden_states[layer + 1])
 
@@ -33,7 +41,7 @@ def test_bridge_matches_hf_and_hidden_states(tiny):
 def test_local_directory_loads_through_same_path(tiny, tmp_path):
     from mechreason.models import _tiny_random, cache_root
 
-    hf, tok, _ = _tiny_random(0, cache_root())  # unbooted: the Bridge wraps modules in place
+    hf, tok, _ = _tiny_random(0, cache_root())
     hf.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     local = load_model(str(tmp_path), device="cpu")
@@ -160,9 +168,6 @@ def test_gemma_loads_offline_when_installed():
     gemma = load_model("gemma-3-270m", device="cpu")
     assert (gemma.n_layers, gemma.d_model, gemma.has_chat_template) == (18, 640, False)
     ids = torch.tensor([gemma.encode("The capital of France is")])
-    with torch.no_grad():
-        out = gemma.hf(ids, output_hidden_states=True)
-        logits, cache = gemma.bridge.run_with_cache(ids)
-    assert torch.equal(logits, out.logits)
+    out, cache = _run_with_cache(gemma, ids, ["blocks.5.hook_resid_post"])
     assert torch.equal(cache["blocks.5.hook_resid_post"], out.hidden_states[6])
     assert " Paris" in gemma.tokenizer.decode(out.logits[0, -1].topk(5).indices)

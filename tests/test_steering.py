@@ -14,11 +14,11 @@ from mechreason.steering import (
     AddLatent,
     Clamp,
     Positions,
-    hf_generate,
     latent_activation,
     left_pad,
     steer,
 )
+from tests._hf import hf_generate
 
 HOOK = "blocks.1.hook_resid_post"
 SPECS = ["all", "prompt", "generated", "first", "first:3", "window:4", "sentence-starts",
@@ -189,10 +189,10 @@ def test_set_alpha_needs_no_new_hooks(tiny, prompts):
     with steer(tiny, Add(hook=HOOK, vector=v, alpha=1.0, name="v")):
         want = _logits(tiny, prompts)
     with steer(tiny, Add(hook=HOOK, vector=v, alpha=0.0, name="v")) as s:
-        hooks_before = [dict(p._forward_hooks) for p in tiny.bridge.hook_dict.values()]
+        hooks_before = [dict(m._forward_hooks) for m in tiny.hf.modules()]
         s.set_alpha("v", 1.0)
         got = _logits(tiny, prompts)
-        assert [dict(p._forward_hooks) for p in tiny.bridge.hook_dict.values()] == hooks_before
+        assert [dict(m._forward_hooks) for m in tiny.hf.modules()] == hooks_before
     assert torch.equal(got, want)
 
 
@@ -201,14 +201,13 @@ def test_one_hook_per_touched_hook_point(tiny):
            for L in range(4) for p in ("first", "sentence-starts")]
     before = active_hook_count(tiny)
     with steer(tiny, ivs):
-        assert _unique_hooks(tiny) == 4  # (hook_dict also lists aliases of a point)
+        assert _unique_hooks(tiny) == 4  # one per block, on the block module itself
         assert len(tiny.hf._forward_pre_hooks) == 1
     assert active_hook_count(tiny) == before == 0
 
 
 def _unique_hooks(model) -> int:
-    points = {id(p): p for p in model.bridge.hook_dict.values()}
-    return sum(len(p._forward_hooks) for p in points.values())
+    return sum(len(m._forward_hooks) for m in model.hf.modules())
 
 
 def test_hooks_are_removed_after_an_exception(tiny, prompts):

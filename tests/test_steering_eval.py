@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mechreason.errors import MechReasonError
-from mechreason.steering import Add, hf_generate, load_direction
+from mechreason.steering import Add, load_direction
 from mechreason.steering.cot_decoding import _answer_span, cot_decode
 from mechreason.steering.evaluate import (
     kl_vs_unsteered,
@@ -17,6 +17,7 @@ from mechreason.steering.evaluate import (
     random_like,
     reasons_in_steps,
 )
+from tests._hf import hf_generate
 
 HOOK = "blocks.2.hook_resid_post"
 

@@ -7,8 +7,8 @@ import torch
 
 from mechreason.errors import MechReasonError
 from mechreason.hooks import hooks_context
-from mechreason.steering import hf_generate
 from mechreason.steering.hybrid import HybridConfig, hybrid_generate
+from tests._hf import hf_generate
 
 HOOK = "blocks.2.hook_resid_post"
 CFG = HybridConfig(hook=HOOK, select_hook=HOOK, alpha=6.0, max_new_tokens=12)

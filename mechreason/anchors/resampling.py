@@ -68,6 +68,8 @@ class ResampleConfig:
             raise MechReasonError(f"similarity must be in [-1, 1], got {self.similarity}")
         if self.kl_epsilon <= 0:
             raise MechReasonError(f"kl_epsilon must be > 0, got {self.kl_epsilon}")
+        if not self.temperature > 0:  # greedy rollouts would all be the same
+            raise MechReasonError(f"resampling needs temperature > 0, got {self.temperature}")
         Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
 
     @property

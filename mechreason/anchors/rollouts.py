@@ -19,14 +19,14 @@ prefilled ONCE and every rollout starts from that cache:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+from mechreason import engine
+from mechreason.engine import SamplingConfig
 from mechreason.errors import MechReasonError
-from mechreason.generation import nucleus_drop
 
 if TYPE_CHECKING:
     import torch
@@ -36,24 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Sampling:
-    """How rollouts are sampled (Thought Anchors defaults)."""
-
-    temperature: float = 0.6
-    """Softmax temperature (> 0)."""
-    top_p: float = 0.95
-    """Nucleus: keep the smallest set of tokens whose probability reaches top_p."""
-    max_new_tokens: int = 256
-    """Length cap of one rollout."""
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise MechReasonError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise MechReasonError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise MechReasonError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+Sampling = SamplingConfig
+"""Rollouts sample with the engine's one config (``temperature``, ``top_p``,
+``max_new_tokens``; the Thought Anchors settings are 0.6 / 0.95, set by
+:class:`mechreason.anchors.resampling.ResamplingConfig`)."""
 
 
 class Job(NamedTuple):
@@ -81,25 +67,10 @@ def rollout_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def sample_next(logits: torch.Tensor, gens: Sequence[torch.Generator], cfg: Sampling) -> torch.Tensor:
-    """Sample one token per row: temperature, top-p, then Gumbel-max with each row's
-    own generator (one draw of ``vocab`` uniforms per row per step)."""
-    import torch
-
-    scaled = logits.float() / cfg.temperature  # (B, V)
-    if cfg.top_p < 1:
-        scaled = scaled.masked_fill(nucleus_drop(scaled.softmax(-1), cfg.top_p), -torch.inf)
-    u = torch.stack([torch.rand(scaled.shape[-1], generator=g) for g in gens])
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
-    return (scaled + gumbel).argmax(-1)
-
-
-def _generator(seed: int) -> torch.Generator:
-    import torch
-
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
-    return g
+def sample_next(logits: torch.Tensor, gens: Sequence[torch.Generator],
+                cfg: SamplingConfig) -> torch.Tensor:
+    """One token per row from each row's own generator (the engine's sampler)."""
+    return engine.sample(logits, cfg, gens)
 
 
 class _Rows:
@@ -108,22 +79,25 @@ class _Rows:
     def __init__(self, jobs: list[Job]):
         self.jobs = jobs
         self.tokens: list[list[int]] = [[] for _ in jobs]
-        self.gens = [_generator(j.seed) for j in jobs]
+        self.gens = engine.generators([j.seed for j in jobs])
 
-    def choose(self, logits: torch.Tensor, cfg: Sampling) -> list[int]:
-        """The next token of every row: forced if any are left, else sampled (only the
-        sampled rows draw noise, so forced tokens never shift a generator)."""
-        out = [0] * len(self.jobs)
+    def choose(self, logits: torch.Tensor, live: list[int], cfg: Sampling) -> list[int]:
+        """The next token of every live row: forced if any are left, else sampled (only
+        the sampled rows draw noise, so forced tokens never shift a generator)."""
+        out = [0] * len(live)
         sampled = []
-        for r, (job, toks) in enumerate(zip(self.jobs, self.tokens)):
+        for i, r in enumerate(live):
+            job, toks = self.jobs[r], self.tokens[r]
             if len(toks) < len(job.forced):
-                out[r] = job.forced[len(toks)]
+                out[i] = job.forced[len(toks)]
             else:
-                sampled.append(r)
+                sampled.append(i)
         if sampled:
-            picks = sample_next(logits[sampled], [self.gens[r] for r in sampled], cfg)
-            for r, t in zip(sampled, picks.tolist()):
-                out[r] = int(t)
+            picks = sample_next(logits[sampled], [self.gens[live[i]] for i in sampled], cfg)
+            for i, t in zip(sampled, picks.tolist()):
+                out[i] = int(t)
+        for r, t in zip(live, out):
+            self.tokens[r].append(t)
         return out
 
 
@@ -142,20 +116,10 @@ def prefill(model: Model, ids: Sequence[int], positions: Sequence[int]):
 
     x = torch.tensor([list(ids)], device=model.device)
     keep = torch.tensor(sorted(set(positions)), device=model.device)
-    with torch.inference_mode():
-        out = model.hf(input_ids=x, use_cache=True, logits_to_keep=keep)
+    out = engine.forward(model.hf, x, logits_to_keep=keep)
+    assert out.logits is not None
     rows = {int(p): i for i, p in enumerate(keep.tolist())}
-    return out.past_key_values, out.logits[0].float(), rows
-
-
-def _fork(full, length: int, batch: int):
-    """A new cache holding the first ``length`` positions of ``full``, ``batch`` times."""
-    from transformers import DynamicCache
-
-    data = [(layer.keys[:, :, :length].expand(batch, -1, -1, -1).contiguous(),
-             layer.values[:, :, :length].expand(batch, -1, -1, -1).contiguous())
-            for layer in full.layers]
-    return DynamicCache(data)
+    return out.cache, out.logits[0].float(), rows
 
 
 def batched_rollouts(model: Model, ids: Sequence[int], jobs: Sequence[Job], cfg: Sampling, *,
@@ -179,61 +143,33 @@ def _run_batch(model: Model, full, first: torch.Tensor, batch: list[Job], cfg: S
 
     dev, eos = model.device, set(model.eos_ids)
     width = max(j.prefix_len for j in batch)  # cached positions shared by the batch
-    cache = _fork(full, width, len(batch))
     prefix = torch.tensor([j.prefix_len for j in batch], device=dev)
     mask = (torch.arange(width, device=dev)[None] < prefix[:, None]).long()  # (B, width)
-    live = _Rows(list(batch))
-    nxt = live.choose(first, cfg)
-    step = 0
-    while True:
-        keep = []
-        for r, t in enumerate(nxt):
-            live.tokens[r].append(t)
-            if _done(live.jobs[r], live.tokens[r], cfg, eos, stop):
-                yield live.jobs[r], live.tokens[r]
-            else:
-                keep.append(r)
-        if not keep:
-            return
-        if len(keep) < len(live.jobs):
-            idx = torch.tensor(keep, device=dev)
-            cache.batch_select_indices(idx)
-            mask, prefix = mask[idx], prefix[idx]
-            live.jobs = [live.jobs[r] for r in keep]
-            live.tokens = [live.tokens[r] for r in keep]
-            live.gens = [live.gens[r] for r in keep]
-            nxt = [nxt[r] for r in keep]
-        mask = torch.cat([mask, mask.new_ones(len(keep), 1)], 1)
-        with torch.inference_mode():
-            out = model.hf(input_ids=torch.tensor(nxt, device=dev)[:, None], past_key_values=cache,
-                           attention_mask=mask, position_ids=(prefix + step)[:, None],
-                           cache_position=torch.tensor([width + step], device=dev), use_cache=True)
-        step += 1
-        nxt = live.choose(out.logits[:, -1].float(), cfg)
+    state = engine.Batch(engine.fork(full, width, len(batch)), mask, prefix, first)
+    yield from _decode(model, state, _Rows(list(batch)), cfg, eos, stop)
+
+
+def _decode(model: Model, state: engine.Batch, rows: _Rows, cfg: Sampling, eos: set[int],
+            stop: StopFn | None) -> Iterator[tuple[Job, list[int]]]:
+    def choose(logits: torch.Tensor, live: list[int]) -> list[int]:
+        return rows.choose(logits, live, cfg)
+
+    def done(r: int, toks: list[int]) -> bool:
+        return _done(rows.jobs[r], toks, cfg, eos, stop)
+
+    for r, toks in engine.decode_loop(model, state, choose, done):
+        yield rows.jobs[r], toks
 
 
 def naive_rollouts(model: Model, ids: Sequence[int], jobs: Sequence[Job], cfg: Sampling, *,
                    stop: StopFn | None = None) -> Iterator[tuple[Job, list[int]]]:
     """The reference path: each rollout alone, its prefix run from scratch, a plain
     growing cache. Same sampler and seeds as :func:`batched_rollouts`."""
-    import torch
-
     _check_jobs(ids, jobs)
     eos = set(model.eos_ids)
     for job in jobs:
-        x = torch.tensor([list(ids[:job.prefix_len])], device=model.device)
-        live = _Rows([job])
-        with torch.inference_mode():
-            out = model.hf(input_ids=x, use_cache=True)
-        while True:
-            t = live.choose(out.logits[:, -1].float(), cfg)[0]
-            live.tokens[0].append(t)
-            if _done(job, live.tokens[0], cfg, eos, stop):
-                yield job, live.tokens[0]
-                break
-            with torch.inference_mode():
-                out = model.hf(input_ids=torch.tensor([[t]], device=model.device),
-                               past_key_values=out.past_key_values, use_cache=True)
+        state = engine.prefill(model, [list(ids[:job.prefix_len])])
+        yield from _decode(model, state, _Rows([job]), cfg, eos, stop)
 
 
 def _check_jobs(ids: Sequence[int], jobs: Sequence[Job]) -> None:

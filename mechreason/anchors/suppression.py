@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from mechreason.anchors.rollouts import _fork
+from mechreason import engine
 from mechreason.anchors.trace import AnchorTrace
 from mechreason.errors import MechReasonError
 from mechreason.hooks import hooks_context
@@ -72,10 +72,6 @@ def _logits(model: Model, hidden: torch.Tensor) -> torch.Tensor:
     return logits if not cap else cap * (logits / cap).tanh()
 
 
-def _decoder(model: Model):
-    return model.hf.model if hasattr(model.hf, "model") else model.hf.get_decoder()
-
-
 def _kl_rows(base_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(base || other) per row: ``base_logp`` and ``logits`` are (L, V)."""
     logq = logits.float().log_softmax(-1)
@@ -86,10 +82,11 @@ def _base_run(model: Model, ids: Sequence[int]):
     import torch
 
     x = torch.tensor([list(ids)], device=model.device)
+    out = engine.forward(model.hf, x, decoder_only=True)
+    assert out.hidden is not None
     with torch.inference_mode():
-        out = _decoder(model)(input_ids=x, use_cache=True)
-        logp = _logits(model, out.last_hidden_state[0]).float().log_softmax(-1)
-    return out.past_key_values, logp
+        logp = _logits(model, out.hidden[0]).float().log_softmax(-1)
+    return out.cache, logp
 
 
 def suppressed_logits(model: Model, ids: Sequence[int], span: tuple[int, int]) -> torch.Tensor:
@@ -184,10 +181,9 @@ def _suffix_batch(model: Model, trace: AnchorTrace, full, base: torch.Tensor,
         pos[r] = torch.arange(e, e + longest, device=dev)
         mask[r, :a] = 1  # the prefix before sentence i; the gap up to `width` stays masked
         mask[r, width:width + T - e] = 1
-    cache = _fork(full, width, len(batch))
+    cache = engine.fork(full, width, len(batch))
+    hidden = engine.forward(model.hf, x, cache=cache, mask=mask, positions=pos,
+                            decoder_only=True).hidden
+    assert hidden is not None
     with torch.inference_mode():
-        h = _decoder(model)(input_ids=x, past_key_values=cache, attention_mask=mask,
-                            position_ids=pos, use_cache=True,
-                            cache_position=torch.arange(width, width + longest, device=dev))
-        hidden = h.last_hidden_state
         return [_kl_rows(base[e:], _logits(model, hidden[r, :T - e])) for r, e in enumerate(ends)]

@@ -4,7 +4,8 @@ layer (DESIGN section 5); plus evaluation, CoT-decoding (Wang and Zhou 2024), he
 editing (ThinkEdit) and the hybrid base+thinking model (Venhoff et al. 2025b).
 """
 
-from mechreason.steering.engine import Steering, hf_generate, left_pad, steer
+from mechreason.engine import left_pad
+from mechreason.steering.engine import Steering, steer
 from mechreason.steering.interventions import (
     Ablate,
     Add,
@@ -24,7 +25,6 @@ __all__ = [
     "Intervention",
     "Positions",
     "Steering",
-    "hf_generate",
     "latent_activation",
     "left_pad",
     "load_direction",

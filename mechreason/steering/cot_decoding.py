@@ -4,8 +4,8 @@ its confidence in the answer: the mean, over the answer's tokens only, of the
 top-1 minus top-2 probability margin of the next-token distribution. Choose the
 highest-scoring path, or aggregate by answer (sum of path scores per answer).
 
-Every forward call goes through ``model.hf``, so CoT-decoding runs under a steering
-context unchanged.
+The branches decode together through the engine (:mod:`mechreason.engine`), so
+CoT-decoding runs under a steering context unchanged.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+from mechreason import engine
+from mechreason.engine import SamplingConfig
 from mechreason.errors import MechReasonError
-from mechreason.steering.engine import left_pad
+from mechreason.generation import Generation, generate
 
 if TYPE_CHECKING:
     from mechreason.models import Model
@@ -71,29 +73,22 @@ def cot_decode(model: Model, prompt_ids: Sequence[int], *, k: int = 10,
     if k < 1 or max_new_tokens < 1:
         raise MechReasonError(f"k and max_new_tokens must be >= 1, got {k}, {max_new_tokens}")
     prompt = list(prompt_ids)
-    with torch.inference_mode():
-        first = model.hf(input_ids=torch.tensor([prompt], device=model.device)).logits[0, -1]
-    p0 = first.float().softmax(-1)
+    first = engine.forward(model.hf, torch.tensor([prompt], device=model.device),
+                           use_cache=False, logits_to_keep=1).logits
+    assert first is not None
+    p0 = first[0, -1].float().softmax(-1)
     top2 = p0.topk(2).values
     m0 = float(top2[0] - top2[1])
     branches = p0.topk(k).indices.tolist()
-    ids, mask = left_pad(model, [[*prompt, b] for b in branches])
-    with torch.inference_mode():
-        out = model.hf.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                max_new_tokens=max_new_tokens - 1, output_logits=True,
-                                return_dict_in_generate=True, pad_token_id=model.pad_id)
-    new = out.sequences[:, ids.shape[1]:].tolist()
-    probs = torch.stack(out.logits, 1).float().softmax(-1) if out.logits else None
-    eos = set(model.eos_ids)
     paths = []
-    for r, b in enumerate(branches):
-        cont = new[r]
-        cut = next((i for i, t in enumerate(cont) if t in eos), len(cont))
-        margins = [m0]
-        if probs is not None:
-            t2 = probs[r, :cut].topk(2, dim=-1).values
-            margins += (t2[:, 0] - t2[:, 1]).tolist()
-        gen = [b, *cont[:cut]]
+    if max_new_tokens > 1:
+        cfg = SamplingConfig(max_new_tokens=max_new_tokens - 1, batch_size=k)
+        conts = generate(model, [[*prompt, b] for b in branches], cfg, top2=True)
+    else:
+        conts = [Generation([], "", "length", []) for _ in branches]
+    for b, cont in zip(branches, conts):
+        margins = [m0] + [p1 - p2 for p1, p2 in cont.top2 or []]
+        gen = [b, *cont.ids]
         text, answer, span = _answer_span(model, gen)
         score = sum(margins[span[0]:span[1]]) / (span[1] - span[0]) if span else 0.0
         paths.append(CotPath(gen, text, answer, score, margins[:len(gen)], span))

@@ -2,9 +2,10 @@
 prefill and KV-cached decode (DESIGN section 5).
 
 :func:`steer` returns a context manager that wraps *any* generation call on the model
-(HF ``generate``, the Bridge, mechreason's own loops). A forward pre-hook on the HF
-model derives, once per forward call, every current token's absolute position from the
-attention mask (or the cache length) and evaluates each position rule into a
+(mechreason's engine, HF ``generate``, a user's loop). A forward pre-hook on the HF
+model reads, once per forward call, the engine's step (cached length and attention
+mask; :func:`mechreason.engine.step_info`), derives every current token's absolute
+position from it, and evaluates each position rule into a
 ``(B, T, rules)`` mask. Each touched hook point then gets one hook that applies all of
 its interventions in a single vectorised update built from persistent buffers::
 
@@ -15,18 +16,17 @@ its interventions in a single vectorised update built from persistent buffers::
 
 A hook point with no active position in a call returns at once (zero rows are no-ops);
 ``set_alpha`` edits the buffer in place, so changing a coefficient never re-registers
-a hook. Hooks are registered all or nothing (on hook points looked up once per model) and
-removed on exit, exceptions included.
+a hook. Hooks are registered all or nothing and removed on exit, exceptions included.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mechreason.engine import step_info
 from mechreason.errors import MechReasonError
 from mechreason.steering.interventions import Intervention, Rows
 from mechreason.steering.positions import Positions, Tracker
@@ -124,8 +124,7 @@ class Steering:
         """Validate everything and build buffers before any hook is registered."""
         by_hook: dict[str, list[tuple[int, Rows, int]]] = {}
         alphas = [float(iv.alpha) for iv in self.interventions]
-        points = hook_points(self.model)
-        valid = frozenset(points)
+        valid = frozenset(self.model.points)
         for i, iv in enumerate(self.interventions):
             hook = iv.check(self.model, valid)
             by_hook.setdefault(hook, []).append((i, iv.rows(self.model), self.specs.index(iv.pos)))
@@ -155,17 +154,9 @@ class Steering:
         if ref is None:
             raise MechReasonError("steering needs input_ids or inputs_embeds in the forward call")
         batch, length = int(ref.shape[0]), int(ref.shape[1])
-        cache_pos = kwargs.get("cache_position")
-        past = kwargs.get("past_key_values")
-        if cache_pos is not None:
-            past_len = int(cache_pos.view(-1)[0])
-        elif past is not None and hasattr(past, "get_seq_length"):
-            past_len = int(past.get_seq_length())
-        else:
-            past_len = 0
+        step = step_info(self.model.hf, args, kwargs)
         assert self._tracker is not None
-        state = self._tracker.update(ids, kwargs.get("attention_mask"), past_len, batch,
-                                     length, ref.device)
+        state = self._tracker.update(ids, step.mask, step.past_len, batch, length, ref.device)
         masks = self._tracker.masks(self.specs, state, self.model.dtype)
         active = masks.flatten(0, 1).any(0).tolist()
         self._call = _Call(masks, active, state)
@@ -192,10 +183,9 @@ class Steering:
         want = any(p.kind == "sentence-starts" for p in self.specs)
         self._tracker = Tracker(self.model.tokenizer, want_sentences=want,
                                 prompt_lens=self.prompt_lens)
-        points = hook_points(self.model)
         try:  # all or nothing: anything registered is removed if a later step fails
             for name, fused in self.fused.items():
-                h = points[name].register_forward_hook(_output_hook(fused))
+                h = self.model.points[name].add(fused)
                 self._stack.callback(h.remove)
             handle = self.model.hf.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
             self._stack.callback(handle.remove)
@@ -207,24 +197,6 @@ class Steering:
     def __exit__(self, *exc: Any) -> None:
         self._call = None
         self._stack.close()
-
-
-_POINTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def hook_points(model: Model) -> dict[str, Any]:
-    """Hook name -> hook point module, computed once per model (the Bridge rebuilds
-    ``hook_dict`` with its aliases on every access, which costs ~0.25 s)."""
-    pts = _POINTS.get(model.bridge)
-    if pts is None:
-        pts = _POINTS[model.bridge] = dict(model.bridge.hook_dict)
-    return pts
-
-
-def _output_hook(fn: _Fused) -> Any:
-    def hook(_module: Any, _inputs: Any, output: Any) -> Any:
-        return fn(output)
-    return hook
 
 
 def steer(model: Model, interventions: Sequence[Intervention] | Intervention, *,
@@ -239,51 +211,3 @@ def steer(model: Model, interventions: Sequence[Intervention] | Intervention, *,
     """
     ivs = [interventions] if isinstance(interventions, Intervention) else list(interventions)
     return Steering(model, ivs, prompt_lens=prompt_lens, count=count)
-
-
-def left_pad(model: Model, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded (input_ids, attention_mask) on the model's device."""
-    import torch
-
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise MechReasonError("every prompt needs at least one token")
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), model.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(list(p))
-        mask[i, width - len(p):] = 1
-    return ids.to(model.device), mask.to(model.device)
-
-
-def hf_generate(model: Model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-                use_cache: bool = True, do_sample: bool = False, seed: int = 0,
-                **kw: Any) -> list[list[int]]:
-    """Left-padded batched HF ``generate``; each row's new tokens, cut after EOS."""
-    import torch
-
-    ids, mask = left_pad(model, prompts)
-    torch.manual_seed(seed)
-    with torch.inference_mode():
-        out = model.hf.generate(input_ids=ids, attention_mask=mask,
-                                max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                use_cache=use_cache, pad_token_id=model.pad_id, **kw)
-    eos = set(model.eos_ids)
-    rows = []
-    for row in out[:, ids.shape[1]:].tolist():
-        cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
-        rows.append(row[:cut])
-    return rows
-
-
-@contextlib.contextmanager
-def steering_off(steering: Steering) -> Iterator[None]:
-    """Temporarily set every coefficient to 0 (Add/AddLatent/Ablate become no-ops)."""
-    saved = {h: f.alpha.clone() for h, f in steering.fused.items()}
-    try:
-        for f in steering.fused.values():
-            f.alpha.zero_()
-        yield
-    finally:
-        for h, f in steering.fused.items():
-            f.alpha.copy_(saved[h])

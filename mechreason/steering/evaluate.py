@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mechreason.engine import left_pad
 from mechreason.errors import MechReasonError
 from mechreason.hooks import hooks_context
 from mechreason.stats import mean_ci
-from mechreason.steering.engine import left_pad, steer
+from mechreason.steering.engine import steer
 from mechreason.steering.interventions import Intervention, latent_activation
 
 if TYPE_CHECKING:

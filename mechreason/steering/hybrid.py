@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from mechreason import engine
 from mechreason.errors import MechReasonError
 from mechreason.hooks import hooks_context
 from mechreason.steering.engine import steer
@@ -93,20 +94,14 @@ class _Stepper:
 
         hooks = {self.hook: keep} if self.hook else {}
         inp = torch.tensor([ids], device=self.model.device)
-        with hooks_context(self.model, hooks), torch.inference_mode():
-            out = self.model.hf(input_ids=inp, past_key_values=self.cache, use_cache=True)
-        self.cache, self.act = out.past_key_values, grab.get("a")
+        with hooks_context(self.model, hooks):
+            out = engine.forward(self.model.hf, inp, cache=self.cache, logits_to_keep=1)
+        assert out.logits is not None
+        self.cache, self.act = out.cache, grab.get("a")
         return out.logits[0, -1]
 
     def drop_last(self) -> None:
-        n = self.cache.get_seq_length()
-        try:
-            self.cache.crop(-1)  # transformers >= 5: remove this many tokens
-        except ValueError:
-            self.cache.crop(n - 1)  # older: keep this many
-        if self.cache.get_seq_length() != n - 1:
-            self.cache.crop(n - 1)
-        assert self.cache.get_seq_length() == n - 1
+        engine.crop(self.cache, self.cache.get_seq_length() - 1)
 
 
 def hybrid_generate(base: Model, thinking: Model, prompt_ids: Sequence[int],
