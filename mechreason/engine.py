@@ -163,9 +163,18 @@ def fork(cache: Any, length: int, batch: int) -> Any:
 
 def crop(cache: Any, length: int) -> None:
     """Keep the first ``length`` positions of ``cache`` (in place)."""
-    if not 0 <= length <= cache.get_seq_length():
-        raise MechReasonError(f"cannot crop a cache of {cache.get_seq_length()} to {length}")
-    cache.crop(length)
+    n = cache.get_seq_length()
+    if not 0 <= length <= n:
+        raise MechReasonError(f"cannot crop a cache of {n} positions to {length}")
+    if length == n:
+        return
+    try:  # transformers >= 5.x: a negative count removes that many positions
+        cache.crop(length - n)
+    except ValueError:
+        pass
+    if cache.get_seq_length() != length:  # older releases: the length to keep
+        cache.crop(length)
+    assert cache.get_seq_length() == length
 
 
 def select(cache: Any, rows: torch.Tensor) -> None:

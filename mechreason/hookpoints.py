@@ -9,8 +9,9 @@ forward-pre hook on a module found from the model's own tree, per architecture f
 =================================  ==========================================================
 ``hook_embed``                     output of the token embedding (Gemma: already scaled)
 ``blocks.{L}.hook_resid_pre``      the block's input
-``blocks.{L}.hook_resid_mid``      ``resid_pre + attn_out`` (sequential blocks only); a
-                                   replacement changes the residual stream itself
+``blocks.{L}.hook_resid_mid``      ``resid_pre + attn_out``: the input of the norm before
+                                   the MLP (sequential blocks only); a replacement
+                                   changes the residual stream itself
 ``blocks.{L}.hook_resid_post``     the block's output
 ``blocks.{L}.hook_attn_out``       what attention adds to the residual (Gemma: after its
                                    post-attention norm, as in TransformerLens's own Gemma)
@@ -65,6 +66,8 @@ class Family:
     """The module whose output attention adds to the residual."""
     mlp_out: str
     """The module whose output the MLP adds to the residual."""
+    ln2: str
+    """The norm in front of the MLP (its input is ``resid_mid``)."""
     o_proj: str
     mlp_down: str
     parallel: bool = False
@@ -72,20 +75,21 @@ class Family:
 
 
 _LLAMA: dict[str, Any] = dict(embed="model.embed_tokens", layers="model.layers", final_norm="model.norm",
-              attn="self_attn", attn_out="self_attn", mlp_out="mlp",
+              attn="self_attn", attn_out="self_attn", mlp_out="mlp", ln2="post_attention_layernorm",
               o_proj="self_attn.o_proj", mlp_down="mlp.down_proj")
 FAMILIES: tuple[Family, ...] = (
     Family(name="llama", classes=("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
                                   "Qwen3ForCausalLM", "GemmaForCausalLM"), **_LLAMA),
     Family(name="gemma2/3", classes=("Gemma2ForCausalLM", "Gemma3ForCausalLM"),
            **{**_LLAMA, "attn_out": "post_attention_layernorm",
-              "mlp_out": "post_feedforward_layernorm"}),
+              "mlp_out": "post_feedforward_layernorm", "ln2": "pre_feedforward_layernorm"}),
     Family(name="gpt2", classes=("GPT2LMHeadModel",), embed="transformer.wte",
            layers="transformer.h", final_norm="transformer.ln_f", attn="attn", attn_out="attn",
-           mlp_out="mlp", o_proj="attn.c_proj", mlp_down="mlp.c_proj"),
+           mlp_out="mlp", ln2="ln_2", o_proj="attn.c_proj", mlp_down="mlp.c_proj"),
     Family(name="gpt-neox", classes=("GPTNeoXForCausalLM",), embed="gpt_neox.embed_in",
            layers="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm", attn="attention",
-           attn_out="attention", mlp_out="mlp", o_proj="attention.dense",
+           attn_out="attention", mlp_out="mlp", ln2="post_attention_layernorm",
+           o_proj="attention.dense",
            mlp_down="mlp.dense_4h_to_h", parallel=True),
 )
 
@@ -157,23 +161,29 @@ class _Handles:
             h.remove()
 
 
-def _mid_point(name: str, block: nn.Module, branch_end: nn.Module) -> HookPoint:
-    """``resid_mid = resid_pre + attn_out``, read where attention's output leaves its
-    branch; a replacement ``y`` is written as ``attn_out + (y - resid_mid)``, so the
-    residual itself (not only the next norm's input) becomes ``y``."""
+def _mid_point(name: str, block: nn.Module, ln2: nn.Module) -> HookPoint:
+    """``resid_mid`` is the input of the block's second norm (exactly the tensor the
+    model computes). A replacement ``y`` feeds that norm and, through a correction on
+    the block's output (``+ (y - resid_mid)``, run before any other output hook), the
+    residual add after the MLP too: the residual itself becomes ``y``, not only the
+    MLP's input."""
     def add(fn: HookFn) -> Any:
-        stash: dict[str, Any] = {}
+        delta: list[Any] = []
 
-        def pre(_m: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            stash["pre"] = args[0] if args else kwargs["hidden_states"]
+        def pre(_m: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            x = args[0] if args else kwargs["hidden_states"]
+            new = fn(x)
+            if new is None:
+                return None
+            delta.append(new - x)
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
 
         def out(_m: Any, _args: Any, output: Any) -> Any:
-            branch = _first(output)
-            mid = stash.pop("pre") + branch
-            new = fn(mid)
-            return None if new is None else _replace_first(output, branch + (new - mid))
-        return _Handles(block.register_forward_pre_hook(pre, with_kwargs=True),
-                        branch_end.register_forward_hook(out))
+            if not delta:
+                return None
+            return _replace_first(output, _first(output) + delta.pop())
+        return _Handles(ln2.register_forward_pre_hook(pre, with_kwargs=True),
+                        block.register_forward_hook(out, prepend=True))
     return HookPoint(name, add)
 
 
@@ -288,7 +298,7 @@ def build_points(hf: Any) -> dict[str, HookPoint]:
             put((b + f"attn.hook_{kind}",), _attn_point(b + f"attn.hook_{kind}", hf, attn, kind))
         if not fam.parallel:
             put((b + "hook_resid_mid",),
-                _mid_point(b + "hook_resid_mid", block, _get(block, fam.attn_out)))
+                _mid_point(b + "hook_resid_mid", block, _get(block, fam.ln2)))
     return pts
 
 

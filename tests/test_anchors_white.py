@@ -130,8 +130,9 @@ def test_receivers_need_long_enough_traces(tiny):
 def test_suppression_leaves_earlier_tokens_identical(tiny):
     trace = make_trace(tiny)
     ids = torch.tensor([list(trace.ids)])
+    plain = suppressed_logits(tiny, trace.ids, None)  # same attention path, nothing masked
     with torch.inference_mode():
-        plain = tiny.hf(input_ids=ids).logits[0]
+        torch.testing.assert_close(plain, tiny.hf(input_ids=ids).logits[0], rtol=0, atol=1e-5)
     for a, b in trace.spans[1:4]:
         masked = suppressed_logits(tiny, trace.ids, (a, b))
         assert torch.equal(masked[:a], plain[:a])

@@ -1,33 +1,48 @@
-"""The benchmark harness: interleaved arms, medians, and the choice of clock."""
+"""The benchmark harness: interleaved arms, wall-clock samples, raw results files, and a
+RESULTS.md generated from them (and only from them)."""
 
 from __future__ import annotations
 
+import json
 import time
 
-import pytest
+from benchmarks import report
+from benchmarks.harness import figure, interleaved, record
 
-from benchmarks.harness import Figure, interleaved, throughput_figure
 
-
-def test_arms_alternate_and_own_figures_pass_through():
+def test_arms_alternate_after_a_warmup():
     calls: list[str] = []
-    arms = {"a": lambda: calls.append("a") or 2.0, "b": lambda: calls.append("b") or 5.0}
-    secs = interleaved(arms, repeats=4, warmup=1)
-    assert secs == {"a": 2.0, "b": 5.0}
+    arms = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    t = interleaved(arms, repeats=4, warmup=1)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]  # warm-up, then AB BA AB BA
+    assert len(t.wall["a"]) == len(t.cpu["b"]) == 4
 
 
-def test_cpu_clock_leaves_out_time_off_the_core():
-    # A sleeping arm holds no CPU: the wall clock sees the sleep, the CPU clock does not.
-    arms = {"sleep": lambda: time.sleep(0.05)}
-    assert interleaved(arms, repeats=1, warmup=0, clock="wall")["sleep"] >= 0.045
-    assert interleaved(arms, repeats=1, warmup=0, clock="cpu")["sleep"] < 0.02
-    with pytest.raises(ValueError, match="clock"):
-        interleaved(arms, clock="gpu")
+def test_wall_clock_is_the_figure_and_cpu_time_sits_beside_it():
+    # a sleeping arm holds no CPU: the wall clock sees the sleep, thread CPU time does not
+    t = interleaved({"sleep": lambda: time.sleep(0.05), "busy": lambda: sum(range(10_000))},
+                    repeats=3, warmup=0)
+    assert t.median("sleep") >= 0.045 and max(t.cpu["sleep"]) < 0.02
+    fig = figure("X", "x", t, "busy", "sleep", units=100, target=1.0)
+    assert fig.ratio == t.median("sleep") / t.median("busy") and fig.passed
 
 
-def test_throughput_ratio_and_verdict():
-    fig = throughput_figure("x", 100, {"ours": 2.0, "theirs": 4.0}, "ours", "theirs", target=1.5)
-    assert (fig.ours, fig.theirs, fig.ratio) == (50.0, 25.0, 2.0)
-    assert fig.line().endswith("target>=1.5 PASS")
-    assert Figure("y", 0.5, 1, 2, " tok/s", 1.0).line().endswith("MISS")
+def test_record_and_report_agree(tmp_path):
+    t = interleaved({"ours": lambda: time.sleep(0.002), "theirs": lambda: time.sleep(0.004)},
+                    repeats=5, warmup=1)
+    fig = figure("B9-batch1", "ours / theirs", t, "ours", "theirs", units=10, target=1.2,
+                 sizes={"batch": 1})
+    path = record(fig, "python -m benchmarks.run B9", out=tmp_path)
+    rec = json.loads(path.read_text())
+    assert rec["samples_wall_s"]["ours"] == t.wall["ours"] and rec["repeats"] == 5
+    assert rec["warmup"] == 1 and rec["versions"]["torch"] and rec["sizes"] == {"batch": 1}
+    text = report.render(report.load(tmp_path), ["B9", "B10"])
+    assert f"**{fig.ratio:.3f}**" in text and "python -m benchmarks.run B9" in text
+    assert "not measured since results became generated files: B10." in text
+    rec["samples_wall_s"]["ours"] = [1.0] * 5  # a typed-in ratio cannot survive: recomputed
+    path.write_text(json.dumps(rec))
+    assert f"**{t.median('theirs') / 1.0:.3f}**" in report.render(report.load(tmp_path), [])
+
+
+def test_results_md_is_generated_from_the_results_files():
+    assert report.OUT.read_text() == report.render(report.load(), report._defined())

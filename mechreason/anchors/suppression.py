@@ -89,18 +89,22 @@ def _base_run(model: Model, ids: Sequence[int]):
     return out.cache, logp
 
 
-def suppressed_logits(model: Model, ids: Sequence[int], span: tuple[int, int]) -> torch.Tensor:
+def suppressed_logits(model: Model, ids: Sequence[int],
+                      span: tuple[int, int] | None) -> torch.Tensor:
     """(T, V) logits of one full forward with keys ``[span)`` masked in every layer and
-    head (the hook path; queries inside the span still see the keys before it)."""
+    head (the hook path; queries inside the span still see the keys before it).
+    ``span=None`` masks nothing but runs the same (eager) attention path, the unmasked
+    run to compare against bit for bit."""
     import torch
 
-    a, b = span
-    if not 0 < a < b <= len(ids):
+    if span is not None and not 0 < span[0] < span[1] <= len(ids):
         raise MechReasonError(f"span {span} must satisfy 0 < start < end <= {len(ids)}")
 
-    def mask(scores: torch.Tensor) -> torch.Tensor:  # (B, H, Q, K)
+    def mask(scores: torch.Tensor) -> torch.Tensor | None:  # (B, H, Q, K)
+        if span is None:
+            return None
         scores = scores.clone()
-        scores[..., a:b] = -torch.inf
+        scores[..., span[0]:span[1]] = -torch.inf
         return scores
 
     names = {f"blocks.{layer}.attn.hook_attn_scores": mask for layer in range(model.n_layers)}
@@ -130,7 +134,7 @@ def suppression_reference(model: Model, trace: AnchorTrace,
 
     cfg = cfg or SuppressionConfig()
     ids = trace.ids
-    _, base = _base_run(model, ids)
+    base = suppressed_logits(model, ids, None).float().log_softmax(-1)
     token_kl = torch.full((trace.n, len(ids)), math.nan)
     for i, (a, b) in enumerate(trace.spans):
         logits = suppressed_logits(model, ids, trace.spans[i])
