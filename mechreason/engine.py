@@ -17,6 +17,7 @@ loop, steered generation) goes through :func:`forward`, the cache operations
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -168,10 +169,8 @@ def crop(cache: Any, length: int) -> None:
         raise MechReasonError(f"cannot crop a cache of {n} positions to {length}")
     if length == n:
         return
-    try:  # transformers >= 5.x: a negative count removes that many positions
+    with contextlib.suppress(ValueError):  # transformers 5.x: a negative count removes that many
         cache.crop(length - n)
-    except ValueError:
-        pass
     if cache.get_seq_length() != length:  # older releases: the length to keep
         cache.crop(length)
     assert cache.get_seq_length() == length

@@ -245,7 +245,7 @@ def list_models() -> list[dict[str, Any]]:
 def load_model(name: str = DEFAULT_MODEL, *, device: str | None = None,
                dtype: str | torch.dtype = "float32", device_map: str | dict | None = None,
                seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
-               backend: str = "hf") -> Model:
+               backend: str | None = None) -> Model:
     """Load a model by short name, hub id or local HF directory.
 
     Args:
@@ -257,10 +257,12 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str | None = None,
         seed: the seed of ``tiny-random``'s weights.
         cache_dir: overrides :func:`cache_root` for de-quantised weights.
         backend: ``hf`` (hooks on the unmodified HF modules) or ``transformer-lens``
-            (TransformerLens's Bridge); see the module docstring.
+            (TransformerLens's Bridge); see the module docstring. Default:
+            ``$MECHREASON_BACKEND`` (which the CLI's ``--backend`` sets), else ``hf``.
     """
     import torch
 
+    backend = backend or os.environ.get("MECHREASON_BACKEND") or "hf"
     if backend not in BACKENDS:
         raise unknown("backend", backend, BACKENDS)
     torch_dtype = _parse_dtype(dtype)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "steering, thought anchors and reports.")
     parser.add_argument("--version", action="version", version=f"mechreason {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--backend", choices=["hf", "transformer-lens"], default=None,
+                        help="how hooks attach: hf (default; torch hooks on the unmodified HF "
+                             "model) or transformer-lens (TransformerLens's Bridge)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
@@ -40,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.backend:  # every load_model of this process
+        os.environ["MECHREASON_BACKEND"] = args.backend
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
