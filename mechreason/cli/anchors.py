@@ -45,10 +45,6 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.traces import read_traces
     from mechreason.validate import check_device, check_model_name
 
-    check_model_name(args.model or DEFAULT_MODEL)
-    check_device(args.device)
-    check_out_dir(args.out)
-    read_traces(args.traces)  # a missing, binary or malformed file fails before the model loads
     cfg = AnchorsConfig(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         index=args.index, receiver_traces=args.receiver_traces,
@@ -56,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, forced=not args.no_forced,
                                 seed=args.seed),
         receivers=ReceiverConfig(top_k=args.top_k, seed=args.seed))
+    check_model_name(args.model or DEFAULT_MODEL)
+    check_device(args.device)
+    check_out_dir(args.out)
+    read_traces(args.traces)  # a missing, binary or malformed file fails before the model loads
     with output_lock(args.out):
         model = load_model(args.model or DEFAULT_MODEL, device=args.device)
         traces = load_traces(model, args.traces)

@@ -255,6 +255,8 @@ def latent_activation(sae: Any, x: torch.Tensor, latent: int) -> torch.Tensor:
 def _steerable(t: torch.Tensor, path: Path, hook: str) -> torch.Tensor:
     """A direction as one finite, non-zero vector: a (d,) or (1, d) tensor; a matrix
     (several directions) is refused rather than flattened."""
+    import torch
+
     if t.ndim != 1 and not (t.ndim == 2 and t.shape[0] == 1):
         raise MechReasonError(f"{str(path)!r} holds a {tuple(t.shape)} tensor at {hook!r}; a "
                               "steering direction is one vector of shape (d_model,)")
