@@ -465,6 +465,22 @@ class ActivationStore:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def check_shards(self) -> None:
+        """Open every shard's header (cheap) so a truncated or corrupted shard fails
+        before a long job starts rather than in the middle of it."""
+        from safetensors import safe_open
+
+        for k, _, _ in self._shard_of:
+            path = artifact_path(self.root, "shard", k)
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    keys = set(f.keys())
+                    missing = [h for h in self.hooks if h not in keys]
+            except Exception as e:  # SafetensorError, or a missing / unreadable file
+                raise corrupt_error(path, "store shard", e) from None
+            if missing:
+                raise MechReasonError(f"store shard {str(path)!r} lacks hooks {missing}")
+
     def token_ids(self, model: Model | None = None,
                   input: Any = None) -> dict[str, list[int]]:
         """Item id -> the token ids its rows index (``pos``), from the index itself (empty

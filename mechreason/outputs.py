@@ -240,8 +240,8 @@ def fingerprint_diff(have: object, want: object, prefix: str = "") -> str:
                 return f"{prefix}{k} was {have[k]!r}, now absent"
         return ""
     if have != want:
-        short = [str(x)[:40] for x in (have, want)]
-        return f"{prefix.rstrip('.') or 'value'} was {short[0]!r}, now {short[1]!r}"
+        short = [repr(x) if len(repr(x)) <= 40 else repr(x)[:37] + "..." for x in (have, want)]
+        return f"{prefix.rstrip('.') or 'value'} was {short[0]}, now {short[1]}"
     return ""
 
 

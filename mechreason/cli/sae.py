@@ -70,10 +70,23 @@ def run_train(args: argparse.Namespace) -> int:
             from mechreason.errors import unknown
 
             raise unknown(f"hook in the store {str(store.root)!r}", args.hook, store.hooks)
+        store.check_shards()
+    _check_train_rows(stores, args.holdout)
     check_out_dir(args.out)
     with output_lock(args.out):
         check_fingerprint(args.out, _train_fingerprint(args, cfg, stores), what="SAE")
         return _train(args, cfg, stores)
+
+
+def _check_train_rows(stores: list[Any], holdout: float) -> None:
+    from mechreason.errors import MechReasonError
+    from mechreason.sae.evaluate import split_items, store_rows
+
+    n = sum(len(store_rows(s, split_items([it["item"] for it in s.items], holdout)[0]))
+            for s in stores)
+    if n == 0:
+        raise MechReasonError(f"no training rows: --holdout {holdout} leaves none of the "
+                              f"{sum(len(s) for s in stores)} rows of --acts to train on")
 
 
 def _train_fingerprint(args: argparse.Namespace, cfg: Any, stores: list[Any]) -> dict[str, Any]:
@@ -86,7 +99,6 @@ def _train_fingerprint(args: argparse.Namespace, cfg: Any, stores: list[Any]) ->
 
 
 def _train(args: argparse.Namespace, cfg: Any, stores: list[Any]) -> int:
-    from mechreason.errors import MechReasonError
     from mechreason.sae.evaluate import reconstruction_metrics, split_items, store_rows
     from mechreason.sae.io import save_sae
     from mechreason.sae.train import mixed_source, store_source, train_sae, write_summary
@@ -99,9 +111,6 @@ def _train(args: argparse.Namespace, cfg: Any, stores: list[Any]) -> int:
         sources.append(store_source(store, args.hook, cfg.batch_size, seed=cfg.seed + 1000 * k,
                                     rows=rows))
         held_parts.append((store, store_rows(store, held)))
-    if n_rows == 0:
-        raise MechReasonError(f"no training rows: --holdout {args.holdout} leaves none of the "
-                              f"{sum(len(s) for s in stores)} rows of --acts to train on")
     source = sources[0] if len(sources) == 1 else mixed_source(sources, seed=cfg.seed)
     sae, summary = train_sae(source, cfg, args.out, hook=args.hook,
                              model_name=stores[0].cfg.get("model"), progress=not args.no_progress)
