@@ -293,6 +293,15 @@ def _capture_from(model: Model, items: list[_Item],
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(items), initial=start, desc="capture", unit="item", disable=not progress)
+    try:
+        return _capture_batches(model, items, plans, cfg, out, start, done, bar)
+    finally:
+        bar.close()  # before any interruption message, not at exit
+
+
+def _capture_batches(model: Model, items: list[_Item],
+                     plans: list[list[tuple[list[int], dict[str, Any]]]], cfg: CaptureConfig,
+                     out: Path, start: int, done: int, bar: Any) -> ActivationStore:
     shard = done
     buf_items: list[dict[str, Any]] = []
     buf_rows: list[dict[str, Any]] = []
@@ -310,7 +319,6 @@ def _capture_from(model: Model, items: list[_Item],
         if len(buf_rows) >= cfg.shard_rows or batch[-1] == len(items) - 1:
             _write_shard(out, shard, buf_items, buf_rows, buf_t, cfg.dtype)
             shard, buf_items, buf_rows, buf_t = shard + 1, [], [], {h: [] for h in cfg.hooks}
-    bar.close()
     return ActivationStore(out)
 
 

@@ -470,3 +470,128 @@ def test_table_covers_every_subcommand():
     used = {c.values[0][0] for c in CASES}
     assert set(subcommands(build_parser())) - {"models"} <= used
     assert len(CASES) >= 120
+
+
+# ---------------------------------------------------------------- long jobs, for real
+
+
+def _capture_argv(inp: Path, out: Path, *extra: str) -> list[str]:
+    return ["capture", "--model", "tiny-random", "--device", "cpu", "--input", str(inp),
+            "--hooks", "blocks.*.hook_resid_post", "--dtype", "float32", "--batch-size", "1",
+            "--shard-rows", "64", "--out", str(out), *extra]
+
+
+def _many_texts(path: Path, n: int) -> Path:
+    return _write(path, "".join(f"problem {i}: what is {i} plus {2 * i}?\n" for i in range(n)))
+
+
+def _spawn(argv: list[str], **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mechreason", *argv], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", **env})
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    import time
+
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() - t0 < timeout
+        time.sleep(0.005)
+
+
+def _store_tensors(root: Path) -> dict[str, torch.Tensor]:
+    from mechreason.capture import ActivationStore
+
+    st = ActivationStore(root)
+    return {h: st.load(h) for h in st.hooks} | {"_rows": torch.tensor(len(st.rows))}
+
+
+def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
+    import signal
+
+    inp = _many_texts(tmp_path / "in.txt", 400)
+    argv = _capture_argv(inp, tmp_path / "store")
+    proc = _spawn(argv)
+    _wait_for(tmp_path / "store" / "shard-00001.json", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("mechreason capture: interrupted; re-run the same "
+                                            "command to resume")
+    assert not (tmp_path / "store" / ".lock").exists()  # released on the way out
+    assert main(argv) == 0
+    assert main(_capture_argv(inp, tmp_path / "straight")) == 0
+    a, b = _store_tensors(tmp_path / "store"), _store_tensors(tmp_path / "straight")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_disk_full_mid_run_is_one_line_leaves_nothing_partial_and_resumes(tmp_path, monkeypatch):
+    import signal
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "size=12m"):
+        pytest.skip("needs a tmpfs: mounting one needs root and a working `mount`")
+    try:
+        inp = _many_texts(tmp_path / "in.txt", 300)
+        argv = _capture_argv(inp, disk / "store")
+        proc = _spawn(argv, MECHREASON_MIN_FREE_MB="0")
+        _wait_for(disk / "store" / "shard-00000.json", proc)
+        proc.send_signal(signal.SIGSTOP)  # fill the disk while the capture is mid-run
+        with open(disk / "ballast", "wb") as f:
+            with pytest.raises(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert "Traceback" not in err
+        lines = [ln for ln in err.splitlines() if ln.strip() and "%|" not in ln]  # less progress
+        assert len(lines) == 1 and "disk full while writing" in lines[0], err
+        assert str(disk / "store") in lines[0]
+        left = sorted(p.name for p in (disk / "store").iterdir())
+        assert not [n for n in left if n.endswith(".tmp") or n == ".lock"], left
+        tensors = [n for n in left if n.endswith(".safetensors")]
+        assert all(n.replace(".safetensors", ".json") in left for n in tensors)
+        (disk / "ballast").unlink()
+        monkeypatch.setenv("MECHREASON_MIN_FREE_MB", "0")  # the tmpfs is smaller than 16 MiB
+        assert main(argv) == 0  # the same command resumes once space is freed
+        assert main(_capture_argv(inp, tmp_path / "straight")) == 0
+        a, b = _store_tensors(disk / "store"), _store_tensors(tmp_path / "straight")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tiny, tmp_path, caplog):
+    from mechreason.capture import CaptureConfig, capture
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    _write(tmp_path / "store" / ".lock", f"{dead}\n")
+    with caplog.at_level("WARNING", logger="mechreason.outputs"):
+        store = capture(tiny, ["one two", "three"], CaptureConfig(hooks=(HOOK,)),
+                        tmp_path / "store", progress=False)
+    assert len(store.items) == 2
+    assert f"left by pid {dead}" in caplog.text
+    assert not (tmp_path / "store" / ".lock").exists()
+
+
+def test_two_concurrent_traces_jobs_write_each_record_once(tmp_path):
+    """Two identical jobs into one traces file: the second exits at once naming the
+    first's pid; the file holds every record once."""
+    out = tmp_path / "t.jsonl"
+    argv = ["traces", "--model", "tiny-random", "--device", "cpu", "--task", "arithmetic",
+            "--n", "6", "--max-new-tokens", "24", "--batch-size", "1", "--out", str(out)]
+    first = _spawn(argv)
+    _wait_for(tmp_path / "t.jsonl.lock", first)
+    second = _spawn(argv)
+    _, err2 = second.communicate(timeout=120)
+    _, err1 = first.communicate(timeout=300)
+    assert first.returncode == 0, err1
+    assert second.returncode == 2 and f"(pid {first.pid})" in err2, err2
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()]
+    assert len(ids) == 6 and len(set(ids)) == 6
