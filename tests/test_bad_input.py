@@ -540,11 +540,10 @@ def test_disk_full_mid_run_is_one_line_leaves_nothing_partial_and_resumes(tmp_pa
         proc = _spawn(argv, MECHREASON_MIN_FREE_MB="0")
         _wait_for(disk / "store" / "shard-00000.json", proc)
         proc.send_signal(signal.SIGSTOP)  # fill the disk while the capture is mid-run
-        with open(disk / "ballast", "wb") as f:
-            with pytest.raises(OSError):
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
+        with open(disk / "ballast", "wb") as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
         proc.send_signal(signal.SIGCONT)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, err
