@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mechreason.errors import MechReasonError
+from mechreason.outputs import disk_errors
 
 # File names, one place for all stages.
 CFG_JSON = "cfg.json"
@@ -69,16 +70,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with disk_errors(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -87,14 +89,61 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """A UTF-8 text file's content; a missing, unreadable or non-UTF-8 file raises one
+    clear error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise MechReasonError(f"{what} {str(path)!r} does not exist (or is not a file)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MechReasonError(f"{what} {str(path)!r} is not UTF-8 text (byte {e.start}: "
+                              f"{e.object[e.start:e.start + 1]!r}); is it a binary file?") from None
+    except OSError as e:
+        raise MechReasonError(f"cannot read {what} {str(path)!r}: {e.strerror}") from None
+
+
+def read_json(path: str | os.PathLike[str], what: str = "file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise MechReasonError(f"no such file: {str(path)!r}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path, what))
     except json.JSONDecodeError as e:
-        raise MechReasonError(f"{str(path)!r} is not valid JSON: {e}") from e
+        raise MechReasonError(f"{str(path)!r} is not valid JSON ({e.msg} at line {e.lineno}); "
+                              "is the file truncated or corrupted?") from None
+
+
+def load_tensors(path: str | os.PathLike[str], what: str = "tensor file") -> dict[str, Any]:
+    """Every tensor of a safetensors file; a missing, truncated or corrupted file raises
+    one clear error naming it."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise MechReasonError(f"{what} {str(path)!r} does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # SafetensorError, or OSError for unreadable bytes
+        raise corrupt_error(path, what, e) from None
+
+
+def corrupt_error(path: str | os.PathLike[str], what: str, e: BaseException) -> MechReasonError:
+    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return MechReasonError(f"{what} {str(path)!r} is truncated or corrupted ({reason}); "
+                           "re-create it from its inputs")
+
+
+def torch_load(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` with a clear error for a corrupted file."""
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ...
+        raise MechReasonError(f"{what} {str(path)!r} is truncated or corrupted "
+                              f"({type(e).__name__}); delete it to start that part again") from None
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Any],

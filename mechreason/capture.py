@@ -26,7 +26,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mechreason.artifacts import artifact_path, atomic_path, save_tensors, write_json, write_meta
+from mechreason.artifacts import (
+    artifact_path,
+    atomic_path,
+    corrupt_error,
+    read_json,
+    save_tensors,
+    write_json,
+    write_meta,
+)
 from mechreason.errors import MechReasonError, unknown
 
 if TYPE_CHECKING:
@@ -127,19 +135,32 @@ def load_items(model: Model, inputs: Any,
     if not items:
         raise MechReasonError("capture input is empty: no texts, token ids or records")
     for it in items:
-        if not it.ids:
-            raise MechReasonError(f"item {it.id!r} has no tokens")
-        if max_length is not None:
-            it.ids = it.ids[:max_length]
+        _check_item(model, it, max_length)
     if len({it.id for it in items}) != len(items):
         raise MechReasonError("capture input has duplicate item ids")
     return items
 
 
+def _check_item(model: Model, it: _Item, max_length: int | None) -> None:
+    """Refuse an empty item, token ids outside the vocabulary, and (without
+    ``max_length``, the explicit truncation recorded in the store's config) an item
+    longer than the model's context; truncate to ``max_length``."""
+    from mechreason.validate import check_length, check_token_ids
+
+    if not it.ids:
+        raise MechReasonError(f"item {it.id!r} has no tokens")
+    check_token_ids(it.ids, model.d_vocab, f"item {it.id!r}")
+    if max_length is not None:
+        it.ids = it.ids[:max_length]
+    check_length(len(it.ids), model, f"item {it.id!r}")
+
+
 def _items_from_file(model: Model, path: Path) -> list[_Item]:
+    from mechreason.artifacts import read_text
+
     if not path.is_file():
         raise MechReasonError(f"cannot read input file {str(path)!r}: no such file")
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in read_text(path, "input file").splitlines() if ln.strip()]
     if path.suffix == ".txt":
         return [_Item(str(i), model.encode(ln), {}) for i, ln in enumerate(lines)]
     items = []
@@ -158,6 +179,9 @@ def _record_item(model: Model, rec: dict[str, Any], item_id: str, where: str) ->
     fields: dict[str, Any] = {k: v for k, v in rec.items()
               if k not in _SKIP_FIELDS and (v is None or isinstance(v, (str, int, float, bool)))}
     if "prompt_ids" in rec and "generated_ids" in rec:  # a trace record
+        from mechreason.validate import check_same_model
+
+        check_same_model(rec, model, f"{where} (trace {item_id!r})")
         ids = [int(t) for t in rec["prompt_ids"]] + [int(t) for t in rec["generated_ids"]]
         sents = rec.get("sentences") or []
         fields["sentence_labels"] = [s.get("labels", []) for s in sents]
@@ -235,16 +259,49 @@ def _item_entry(item: _Item) -> dict[str, Any]:
 
 def capture(model: Model, inputs: Any, cfg: CaptureConfig, out_dir: str | os.PathLike[str],
             *, progress: bool = True) -> ActivationStore:
-    """Capture ``cfg.hooks`` over ``inputs`` into ``out_dir``; resume if it exists."""
-    from tqdm.auto import tqdm
+    """Capture ``cfg.hooks`` over ``inputs`` into ``out_dir``; resume if it exists (the
+    same inputs, model and config only), holding the output's lock throughout."""
+    from mechreason.outputs import check_out_dir, output_lock
 
     cfg = dataclasses.replace(cfg, hooks=expand_hooks(model, cfg.hooks))
     items = load_items(model, inputs, cfg.max_length)
     plans = [_row_plan(it, cfg) for it in items]  # validates positions before any work
-    out = Path(out_dir)
-    done = _check_resume(out, model, cfg)
-    start = _resume_point(out, items, done)
+    out = check_out_dir(out_dir)
+    with output_lock(out):
+        done = _check_resume(out, model, cfg, _inputs_sha256(items))
+        start = _resume_point(out, items, done)
+        check_out_dir(out, need=_bytes_needed(model, cfg, plans[start:]))
+        return _capture_from(model, items, plans, cfg, out, start, done, progress)
+
+
+def _inputs_sha256(items: list[_Item]) -> str:
+    """The content hash of the inputs: every item's id and token ids."""
+    from mechreason.outputs import sha256_of
+
+    return sha256_of([[it.id, it.ids] for it in items])
+
+
+def _bytes_needed(model: Model, cfg: CaptureConfig,
+                  plans: list[list[tuple[list[int], dict[str, Any]]]]) -> int:
+    rows = sum(len(p) for p in plans)
+    return rows * len(cfg.hooks) * model.d_model * (4 if cfg.dtype == "float32" else 2)
+
+
+def _capture_from(model: Model, items: list[_Item],
+                  plans: list[list[tuple[list[int], dict[str, Any]]]], cfg: CaptureConfig,
+                  out: Path, start: int, done: int, progress: bool) -> ActivationStore:
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=len(items), initial=start, desc="capture", unit="item", disable=not progress)
+    try:
+        return _capture_batches(model, items, plans, cfg, out, start, done, bar)
+    finally:
+        bar.close()  # before any interruption message, not at exit
+
+
+def _capture_batches(model: Model, items: list[_Item],
+                     plans: list[list[tuple[list[int], dict[str, Any]]]], cfg: CaptureConfig,
+                     out: Path, start: int, done: int, bar: Any) -> ActivationStore:
     shard = done
     buf_items: list[dict[str, Any]] = []
     buf_rows: list[dict[str, Any]] = []
@@ -262,20 +319,24 @@ def capture(model: Model, inputs: Any, cfg: CaptureConfig, out_dir: str | os.Pat
         if len(buf_rows) >= cfg.shard_rows or batch[-1] == len(items) - 1:
             _write_shard(out, shard, buf_items, buf_rows, buf_t, cfg.dtype)
             shard, buf_items, buf_rows, buf_t = shard + 1, [], [], {h: [] for h in cfg.hooks}
-    bar.close()
     return ActivationStore(out)
 
 
-def _check_resume(out: Path, model: Model, cfg: CaptureConfig) -> int:
-    """Start a store or check that an existing one was made by the same config."""
+def _check_resume(out: Path, model: Model, cfg: CaptureConfig, inputs_sha256: str) -> int:
+    """Start a store or check that an existing one was made by the same inputs, model
+    and config (naming the first difference)."""
+    from mechreason.artifacts import read_json
+    from mechreason.outputs import fingerprint_diff
+
     cfg_json = {"capture": dataclasses.asdict(cfg), "model": model.name,
-                "weights_sha256": model.weights_hash, "d_model": model.d_model}
+                "weights_sha256": model.weights_hash, "d_model": model.d_model,
+                "inputs_sha256": inputs_sha256}
     path = artifact_path(out, "cfg")
     if path.is_file():
-        old = json.loads(path.read_text())
-        if old != json.loads(json.dumps(cfg_json)):
-            raise MechReasonError(f"{out} holds a capture with a different config or model; "
-                                  "use a new --out directory to start a new one")
+        diff = fingerprint_diff(read_json(path, "capture config"), json.loads(json.dumps(cfg_json)))
+        if diff:
+            raise MechReasonError(f"{out} holds a capture with different inputs, model or "
+                                  f"config ({diff}); use a new --out directory to start a new one")
     else:
         write_json(path, cfg_json)
         write_meta(out, model, stage="capture", hooks=list(cfg.hooks))
@@ -296,7 +357,7 @@ def _complete_shards(out: Path) -> list[Path]:
 def _resume_point(out: Path, items: list[_Item], done: int) -> int:
     n = 0
     for p in _complete_shards(out)[:done]:
-        side = json.loads(p.read_text())
+        side = read_json(p, "shard index")
         for entry in side["items"]:
             if n >= len(items) or entry["item"] != items[n].id:
                 raise MechReasonError(f"{out} was captured from different inputs "
@@ -364,13 +425,20 @@ def _write_shard(out: Path, k: int, items: list[dict[str, Any]], rows: list[dict
     import torch
 
     from mechreason.models import _parse_dtype
+    from mechreason.validate import check_finite_tensor
 
     td = _parse_dtype(dtype)
     path = artifact_path(out, "shard", k)
     stacked = {h: torch.cat(v).to(td) for h, v in tensors.items()}
+    for h, t in stacked.items():
+        check_finite_tensor(t, "capture", f"the {dtype} activations of {h} (shard {k})")
     save_tensors(path, stacked)
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"items": items, "rows": rows}))
+    try:
+        with atomic_path(path.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps({"items": items, "rows": rows}))
+    except BaseException:
+        path.unlink(missing_ok=True)  # no tensors without the sidecar that completes them
+        raise
 
 
 class ActivationStore:
@@ -384,16 +452,19 @@ class ActivationStore:
         self.root = Path(root)
         if not artifact_path(self.root, "cfg").is_file():
             raise MechReasonError(f"{str(self.root)!r} is not a capture directory (no cfg.json)")
-        self.cfg: dict[str, Any] = json.loads(artifact_path(self.root, "cfg").read_text())
+        self.cfg: dict[str, Any] = read_json(artifact_path(self.root, "cfg"), "capture config")
         meta = artifact_path(self.root, "meta")
-        self.meta: dict[str, Any] = json.loads(meta.read_text()) if meta.is_file() else {}
+        self.meta: dict[str, Any] = read_json(meta, "provenance") if meta.is_file() else {}
+        if not isinstance(self.cfg, dict) or not {"capture", "d_model"} <= set(self.cfg):
+            raise MechReasonError(f"{str(artifact_path(self.root, 'cfg'))!r} is not a capture "
+                                  "config (needs 'capture' and 'd_model')")
         self.hooks: list[str] = list(self.cfg["capture"]["hooks"])
         self.d_model: int = int(self.cfg["d_model"])
         self.items: list[dict[str, Any]] = []
         self.rows: list[dict[str, Any]] = []
         self._shard_of: list[tuple[int, int, int]] = []  # (shard, first row, n rows)
         for k, side in enumerate(_complete_shards(self.root)):
-            data = json.loads(side.read_text())
+            data = read_json(side, "shard index")
             self._shard_of.append((k, len(self.rows), len(data["rows"])))
             self.items.extend(data["items"])
             self.rows.extend(data["rows"])
@@ -401,6 +472,22 @@ class ActivationStore:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def check_shards(self) -> None:
+        """Open every shard's header (cheap) so a truncated or corrupted shard fails
+        before a long job starts rather than in the middle of it."""
+        from safetensors import safe_open
+
+        for k, _, _ in self._shard_of:
+            path = artifact_path(self.root, "shard", k)
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    keys = set(f.keys())
+                    missing = [h for h in self.hooks if h not in keys]
+            except Exception as e:  # SafetensorError, or a missing / unreadable file
+                raise corrupt_error(path, "store shard", e) from None
+            if missing:
+                raise MechReasonError(f"store shard {str(path)!r} lacks hooks {missing}")
 
     def token_ids(self, model: Model | None = None,
                   input: Any = None) -> dict[str, list[int]]:
@@ -439,8 +526,12 @@ class ActivationStore:
     def _shard_tensor(self, k: int, hook: str) -> torch.Tensor:
         from safetensors import safe_open
 
-        with safe_open(str(artifact_path(self.root, "shard", k)), framework="pt") as f:
-            return f.get_tensor(hook)
+        path = artifact_path(self.root, "shard", k)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return f.get_tensor(hook)
+        except Exception as e:  # SafetensorError, or a missing / unreadable file
+            raise corrupt_error(path, "store shard", e) from None
 
     def load(self, hook: str, rows: Sequence[int] | None = None, dtype: Any = None) -> torch.Tensor:
         """Stored vectors of ``hook`` (all rows, or the given row numbers, in that order)."""

@@ -321,7 +321,20 @@ def _write_summary(run: _Run, summary: dict[str, Any]) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    """Run every stage (skipping those whose output exists); return summary.json's content."""
+    """Run every stage (skipping those whose output exists); return summary.json's content.
+    The model name, device and run directory are checked first: a bad one fails before
+    any stage runs or any report is written."""
+    from mechreason.outputs import check_out_dir, output_lock
+    from mechreason.validate import check_device, check_model_name
+
+    check_model_name(cfg.model)  # before any stage, and before anything is written
+    check_device(cfg.device)
+    check_out_dir(cfg.out)
+    with output_lock(cfg.out):
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     run = _Run(cfg)

@@ -428,9 +428,10 @@ def _bundled_dir(spec: BundledModel, cache: Path) -> tuple[Path, str]:
         hf, tok = _from_pretrained(gguf.parent, _parse_dtype("float32"), None,
                                    gguf_file=gguf.name)
         _save_atomically(target, hf, tok, {"gguf_sha256": digest, "source": str(gguf)})
-    stamp = json.loads((target / "mechreason_source.json").read_text())
+    stamp = _read_stamp(target)
     if stamp.get("gguf_sha256") != digest:
         raise MechReasonError(f"cached weights at {target} fail their hash check; delete it")
+    _verify_weights(target, stamp)
     return target, digest
 
 
@@ -476,6 +477,8 @@ def _save_atomically(target: Path, hf: Any, tok: Any, stamp: dict[str, Any]) -> 
         if hf is not None:
             _save_plain(hf, tmp)
         tok.save_pretrained(tmp)
+        if hf is not None:  # the content hash of what was written, checked on later loads
+            stamp = {**stamp, **_weights_stamp(tmp / _WEIGHTS_FILE)}
         (tmp / "mechreason_source.json").write_text(json.dumps(stamp))
         if target.exists():  # another process won the race; keep theirs
             shutil.rmtree(tmp)
@@ -590,3 +593,56 @@ def parse_layers(spec: str | Sequence[int], n_layers: int) -> list[int]:
         raise MechReasonError(f"layer(s) {bad} out of range: valid layers are 0..{n_layers - 1}")
     return out
 
+# ---------------------------------------------------------------- cached weights' hash
+
+_WEIGHTS_FILE = "model.safetensors"
+_STAMP_FILE = "mechreason_source.json"
+
+
+def _weights_stamp(path: Path) -> dict[str, Any]:
+    """The content hash of a cached weights file, with the size and mtime it had."""
+    from mechreason.artifacts import file_sha256
+
+    st = path.stat()
+    return {"weights_sha256": file_sha256(path), "weights_size": st.st_size,
+            "weights_mtime_ns": st.st_mtime_ns}
+
+
+def _read_stamp(target: Path) -> dict[str, Any]:
+    from mechreason.artifacts import read_json
+
+    stamp = read_json(target / _STAMP_FILE, "cached weights' stamp")
+    if not isinstance(stamp, dict):
+        raise MechReasonError(f"{str(target / _STAMP_FILE)!r} is corrupted; delete "
+                              f"{str(target)!r} and re-run to rebuild the cached weights")
+    return stamp
+
+
+def _verify_weights(target: Path, stamp: dict[str, Any]) -> None:
+    """Check the de-quantised weights against the content hash recorded when they were
+    written. The file is re-hashed only when its size or mtime changed (a stat costs
+    microseconds; hashing SmolLM2-135M's 540 MB costs about a second); a cache written
+    before hashes were kept gets its hash recorded now."""
+    path = target / _WEIGHTS_FILE
+    if not path.is_file():
+        raise MechReasonError(f"cached weights {str(path)!r} are missing; delete "
+                              f"{str(target)!r} and re-run to rebuild them")
+    st = path.stat()
+    if (stamp.get("weights_size"), stamp.get("weights_mtime_ns")) == (st.st_size, st.st_mtime_ns):
+        return
+    now = _weights_stamp(path)
+    want = stamp.get("weights_sha256")
+    if want is not None and now["weights_sha256"] != want:
+        raise MechReasonError(
+            f"cached weights {str(path)!r} fail their content hash check (sha256 "
+            f"{now['weights_sha256'][:16]}..., written as {str(want)[:16]}...): delete "
+            f"{str(target)!r} and re-run to rebuild them from the model package")
+    if want is None:
+        log.info("recording the content hash of %s", path)
+    _write_stamp(target, {**stamp, **now})
+
+
+def _write_stamp(target: Path, stamp: dict[str, Any]) -> None:
+    tmp = target / f".{_STAMP_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(stamp))
+    os.replace(tmp, target / _STAMP_FILE)

@@ -93,15 +93,18 @@ class Section:
 
 def read_json_file(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MechReasonError(f"cannot read {str(path)!r}: {e}") from e
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSONL file; a torn last line (interrupted write) is skipped."""
     out = []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise MechReasonError(f"{str(path)!r} is not UTF-8 text: {e.reason}") from e
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -366,7 +369,7 @@ def read_stage(run_dir: Path, key: str, run_summary: dict[str, Any]) -> Section:
         return sec
     try:
         READERS[key](sec, root)
-    except (MechReasonError, KeyError, TypeError, ValueError, IndexError) as e:
+    except (MechReasonError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         sec.status, sec.reason = "error", f"could not read the {key} artifacts: {type(e).__name__}: {e}"
     if stage.get("note"):
         sec.reason = str(stage["note"])

@@ -157,15 +157,18 @@ def _pick_step(rng: random.Random, value: int) -> tuple[str, int]:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise MechReasonError(f"data file {str(path)!r} does not exist")
+    from mechreason.artifacts import read_text
+
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise MechReasonError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, line in enumerate(read_text(path, "data file").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise MechReasonError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(rows[-1], dict):
+            raise MechReasonError(f"{path}:{lineno}: not a JSON object")
     if not rows:
         raise MechReasonError(f"data file {str(path)!r} holds no records")
     return rows
@@ -235,7 +238,9 @@ def load_math(data_file: str | Path | None = None) -> list[Problem]:
         files = sorted(Path(data_file).rglob("*.json"))
         if not files:
             raise MechReasonError(f"directory {str(data_file)!r} holds no .json files")
-        rows = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+        from mechreason.artifacts import read_json
+
+        rows = [read_json(f, "data file") for f in files]
         source = Path(data_file).name
     else:
         rows, source = _read_jsonl(Path(data_file)), Path(data_file).name

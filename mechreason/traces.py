@@ -61,14 +61,26 @@ def run_traces(model: Model, problems: Sequence[Problem], out: str | os.PathLike
     Problems whose trace id is already in ``out`` are skipped. Returns every record in
     ``out`` for these problems (old and new), in problem order.
     """
+    from mechreason.outputs import check_out_file, output_lock
+
+    path = check_out_file(out)
+    with output_lock(path, is_dir=False):
+        return _run_traces(model, problems, path, style=style, sampling=sampling,
+                           labeller=labeller, keep_tail=keep_tail, progress=progress,
+                           generate_fn=generate_fn)
+
+
+def _run_traces(model: Model, problems: Sequence[Problem], path: Path, *, style: str,
+                sampling: SamplingConfig, labeller: Labeller | None, keep_tail: bool,
+                progress: bool, generate_fn: GenerateFn) -> list[dict[str, Any]]:
     st = get_style(style)
     lab: Labeller = labeller or RuleLabeller()
-    path = Path(out)
     done = {r["id"]: r for r in read_traces(path)} if path.exists() else {}
     ids = [trace_id(p.id, st.name, sampling) for p in problems]
     if len(set(ids)) != len(ids):
         raise MechReasonError("problem ids repeat; each trace needs a unique id")
     _check_resumable(path, [done[t] for t in ids if t in done], model, sampling)
+    _check_same_problems(path, done, ids, problems)
     todo = [k for k, tid in enumerate(ids) if tid not in done]
     log.info("%d of %d traces already in %s; generating %d", len(ids) - len(todo), len(ids),
              path, len(todo))
@@ -108,6 +120,19 @@ def _check_resumable(path: Path, old: Sequence[dict[str, Any]], model: Model,
             raise MechReasonError(
                 f"{str(path)!r} already holds trace {r['id']!r}, generated with {', '.join(diff)}; "
                 "resuming would mix the two runs: write to another file or delete this one")
+
+
+def _check_same_problems(path: Path, done: dict[str, dict[str, Any]], ids: list[str],
+                         problems: Sequence[Problem]) -> None:
+    """Refuse to resume when a finished trace id now names another problem (a changed
+    data file or task generator): its record answers a different question."""
+    for tid, p in zip(ids, problems):
+        old = done.get(tid)
+        if old is not None and (old.get("question"), old.get("gold")) != (p.question, p.gold):
+            raise MechReasonError(
+                f"{str(path)!r} already holds trace {tid!r} for another problem (question "
+                f"{str(old.get('question'))[:40]!r}, now {p.question[:40]!r}); resuming would "
+                "mix the two: write to another file or delete this one")
 
 
 def build_record(model: Model, problem: Problem, style: str, prompt: str, prompt_ids: list[int],
@@ -169,13 +194,23 @@ def relabel(records: Iterable[dict[str, Any]], labeller: Labeller) -> list[dict[
 
 def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one record as a line, flushed and fsynced (a crash keeps earlier lines)."""
+    from mechreason.outputs import disk_errors
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(p)
-    with p.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    size = p.stat().st_size if p.exists() else 0
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    with disk_errors(p):
+        try:
+            with p.open("ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            with p.open("r+b") as f:  # no half line left behind (a full disk, Ctrl-C)
+                f.truncate(size)
+            raise
 
 
 def _repair_tail(p: Path) -> None:
@@ -203,10 +238,12 @@ def write_traces(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]
 def read_traces(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every record of a traces JSONL. A half-written last line (a crash) is skipped;
     a malformed line elsewhere, a missing file or an empty file raises."""
+    from mechreason.artifacts import read_text
+
     p = Path(path)
     if not p.is_file():
         raise MechReasonError(f"traces file {str(p)!r} does not exist")
-    lines = p.read_text(encoding="utf-8").split("\n")
+    lines = read_text(p, "traces file").split("\n")
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

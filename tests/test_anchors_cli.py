@@ -36,8 +36,8 @@ def test_cli_all_methods(tiny, tmp_path):
 
 @pytest.mark.parametrize("extra,msg", [
     (["--methods", "resample,telepathy"], "unknown anchors method 'telepathy'"),
-    (["--rollouts", "0"], "rollouts must be >= 1"),
-    (["--index", "-1"], "index must be >= 0"),
+    (["--rollouts", "0"], "argument --rollouts: '0' is out of range; valid: >= 1"),
+    (["--index", "-1"], "argument --index: '-1' is out of range; valid: >= 0"),
 ])
 def test_cli_bad_input(tmp_path, capsys, extra, msg):
     args = ["anchors", "--model", "no-such-model", "--traces", str(tmp_path / "t.jsonl"),

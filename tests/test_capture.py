@@ -172,8 +172,10 @@ def test_orphan_tensor_file_is_discarded(tiny, tmp_path):
 
 def test_resume_refuses_other_config(tiny, tmp_path):
     capture(tiny, TEXTS, _cfg(), tmp_path, progress=False)
-    with pytest.raises(MechReasonError, match="different config"):
+    with pytest.raises(MechReasonError, match=r"capture\.dtype was 'float32', now 'float16'"):
         capture(tiny, TEXTS, _cfg(dtype="float16"), tmp_path, progress=False)
+    with pytest.raises(MechReasonError, match="inputs_sha256 was"):  # same ids, other texts
+        capture(tiny, [t + "!" for t in TEXTS], _cfg(), tmp_path, progress=False)
 
 
 def test_shuffled_reader_yields_every_row_once(tiny, tmp_path):

@@ -100,7 +100,8 @@ def test_steer_cli_writes_arms_and_summary(tmp_path, capsys):
                  "--out", str(out), "--no-progress"])
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["cfg.json", "control_a0.jsonl", "control_a8.jsonl", "meta.json",
+    assert names == ["cfg.json", "control_a0.jsonl", "control_a8.jsonl", "fingerprint.json",
+                     "meta.json",
                      "steered_a0.jsonl", "steered_a8.jsonl", "summary.json", "unsteered.jsonl"]
     rows = {r["arm"]: r for r in json.loads((out / "summary.json").read_text())["arms"]}
     base = [json.loads(x) for x in (out / "unsteered.jsonl").read_text().splitlines()]

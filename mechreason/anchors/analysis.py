@@ -59,9 +59,15 @@ class AnchorsConfig:
 def load_traces(model, path: str | os.PathLike[str]) -> list[AnchorTrace]:
     """Traces of a JSONL file (``mechreason.traces`` records) as :class:`AnchorTrace`;
     records without sentence token spans are split here."""
+    from mechreason.validate import check_same_model, check_token_ids
+
     recs = _read_records(path)
     out = []
     for k, rec in enumerate(recs):
+        where = f"{path}: trace {rec.get('id', k)!r}"
+        check_same_model(rec, model, where)
+        check_token_ids([*rec.get("prompt_ids", []), *rec.get("generated_ids", [])],
+                        model.d_vocab, where)
         if rec.get("sentences") and "tok_start" in rec["sentences"][0]:
             tr = AnchorTrace.from_record(rec)
         elif "generated_ids" in rec and "prompt_ids" in rec:
@@ -96,12 +102,52 @@ def _with_labels(tr: AnchorTrace) -> AnchorTrace:
 def analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out_dir: str | os.PathLike[str],
             *, extract=None, grade=None, embedder=None, progress: bool = False) -> dict[str, Any]:
     """Run ``cfg.methods`` on ``traces[cfg.index]`` and write ``out_dir`` (see module)."""
+    from mechreason.outputs import check_out_dir, output_lock
+
+    check_preconditions(traces, cfg)
+    out = check_out_dir(out_dir)
+    with output_lock(out):
+        _check_fingerprint(model, traces, cfg, out)
+        write_json(out / "cfg.json", cfg)
+        return _analyze(model, traces, cfg, out, extract=extract, grade=grade,
+                        embedder=embedder, progress=progress)
+
+
+def check_preconditions(traces: list[AnchorTrace], cfg: AnchorsConfig) -> None:
+    """Every requested method's requirements, checked before any rollout: the trace
+    exists, has sentences, and (receivers) has more than ``proximity_ignore + 1``
+    sentences, or vertical scores have no query sentence to read."""
     if cfg.index >= len(traces):
         raise MechReasonError(f"trace index {cfg.index} out of range: the file has "
                               f"{len(traces)} traces (0..{len(traces) - 1})")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "cfg.json", cfg)
+    trace = traces[cfg.index]
+    if trace.n < 1:
+        raise MechReasonError(f"trace {trace.id!r} has no sentences to attribute")
+    need = cfg.receivers.proximity_ignore + 2
+    if "receivers" in cfg.methods and trace.n < need:
+        raise MechReasonError(
+            f"method 'receivers' needs a trace of {need}+ sentences (vertical scores skip the "
+            f"{cfg.receivers.proximity_ignore} nearest); trace {trace.id!r} has {trace.n}: "
+            "pick a longer trace with --index or drop receivers from --methods")
+    if "suppression" in cfg.methods and trace.n < 2:
+        raise MechReasonError(f"method 'suppression' needs a trace of 2+ sentences; trace "
+                              f"{trace.id!r} has {trace.n}")
+
+
+def _check_fingerprint(model: Any, traces: list[AnchorTrace], cfg: AnchorsConfig,
+                       out: Path) -> None:
+    from mechreason.outputs import check_fingerprint, sha256_of
+
+    trace = traces[cfg.index]
+    fp = {"stage": "anchors", "weights_sha256": getattr(model, "weights_hash", None),
+          "trace": {"id": trace.id, "sha256": sha256_of([trace.ids, trace.spans])},
+          "resample": cfg.resample, "receivers": cfg.receivers, "suppression": cfg.suppression,
+          "receiver_traces": cfg.receiver_traces}
+    check_fingerprint(out, fp, what="thought-anchors analysis (rollouts)")
+
+
+def _analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out: Path, *, extract,
+             grade, embedder, progress: bool) -> dict[str, Any]:
     trace = traces[cfg.index]
     cols: dict[str, Any] = {}
     summary: dict[str, Any] = {"trace_id": trace.id, "n_sentences": trace.n}

@@ -9,6 +9,7 @@ module and touches nothing else.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -17,11 +18,15 @@ import sys
 from collections.abc import Sequence
 
 from mechreason import __version__
+from mechreason.cli._args import Parser
 from mechreason.errors import MechReasonError
+
+INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), as shells report it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mechreason",
         description="Mechanistic interpretability of reasoning: capture, directions, SAEs, "
                     "steering, thought anchors and reports.")
@@ -40,8 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. A user error prints one line and returns 2; Ctrl-C prints one
+    line and returns 130; the output of an interrupted job is resumed by the same command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (already printed as one line), --help, --version
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.backend:  # every load_model of this process
@@ -49,8 +59,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    where = f"mechreason {args.command}"
     try:
         return int(args.func(args) or 0)
     except MechReasonError as e:
-        print(f"mechreason {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(where, str(e))
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return INTERRUPTED
+    except OSError as e:
+        from mechreason.outputs import is_disk_full
+
+        path = e.filename or getattr(args, "out", None) or "the output"
+        if is_disk_full(e):
+            return _fail(where, f"disk full while writing {str(path)!r}; free some space and "
+                                "re-run the same command to resume")
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return _fail(where, f"cannot write {str(path)!r}: {e.strerror}")
+        raise
+
+
+def _fail(where: str, message: str) -> int:
+    one_line = " ".join(message.split())
+    print(f"{where}: error: {one_line}", file=sys.stderr)
+    return 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from mechreason.cli._args import nonneg_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,18 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "thought-anchors.com viewer JSON.")
     p.add_argument("--model", default=None, help="model name (default: smollm2-135m-instruct)")
     p.add_argument("--traces", required=True, help="traces JSONL (mechreason traces output)")
-    p.add_argument("--index", type=int, default=0, help="which trace to analyse (default 0)")
-    p.add_argument("--rollouts", type=int, default=16, help="rollouts per sentence (default 16)")
+    p.add_argument("--index", type=nonneg_int, default=0, help="which trace to analyse (default 0)")
+    p.add_argument("--rollouts", type=positive_int, default=16,
+                   help="rollouts per sentence (default 16)")
     p.add_argument("--methods", default="resample,receivers,suppression",
                    help="comma-separated subset of resample,receivers,suppression")
     p.add_argument("--out", required=True, help="output directory (re-running resumes)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="rollout length cap")
-    p.add_argument("--batch-size", type=int, default=32, help="rollouts per batch")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="rollout length cap")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="rollouts per batch")
     p.add_argument("--no-forced", action="store_true", help="skip forced-answer rollouts")
-    p.add_argument("--receiver-traces", type=int, default=None,
+    p.add_argument("--receiver-traces", type=positive_int, default=None,
                    help="traces used to choose receiver heads (default: all in the file)")
-    p.add_argument("--top-k", type=int, default=20, help="receiver heads kept (default 20)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=positive_int, default=20, help="receiver heads kept (default 20)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)
 
@@ -38,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.anchors.receivers import ReceiverConfig
     from mechreason.anchors.resampling import ResampleConfig
     from mechreason.models import DEFAULT_MODEL, load_model
+    from mechreason.outputs import check_out_dir, output_lock
+    from mechreason.traces import read_traces
+    from mechreason.validate import check_device, check_model_name
 
     cfg = AnchorsConfig(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
@@ -46,8 +52,13 @@ def run(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, forced=not args.no_forced,
                                 seed=args.seed),
         receivers=ReceiverConfig(top_k=args.top_k, seed=args.seed))
-    model = load_model(args.model or DEFAULT_MODEL, device=args.device)
-    traces = load_traces(model, args.traces)
-    summary = analyze(model, traces, cfg, args.out, progress=True)
+    check_model_name(args.model or DEFAULT_MODEL)
+    check_device(args.device)
+    check_out_dir(args.out)
+    read_traces(args.traces)  # a missing, binary or malformed file fails before the model loads
+    with output_lock(args.out):
+        model = load_model(args.model or DEFAULT_MODEL, device=args.device)
+        traces = load_traces(model, args.traces)
+        summary = analyze(model, traces, cfg, args.out, progress=True)
     print(json.dumps({"out": args.out, **summary}, indent=1, default=str)[:4000])
     return 0

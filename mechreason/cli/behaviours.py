@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from mechreason.cli._args import nonneg_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "with the rule-based labels, and one steerable direction per "
                                    "cluster.")
     p.add_argument("--acts", required=True, help="capture directory of trace records")
-    p.add_argument("--n-clusters", type=int, required=True)
+    p.add_argument("--n-clusters", type=positive_int, required=True)
     p.add_argument("--hook", default=None, help="hook in the store (default: its only one)")
     p.add_argument("--method", default="sae", choices=["sae", "kmeans"])
-    p.add_argument("--k", type=int, default=3, help="active latents per sentence (sae method)")
+    p.add_argument("--k", type=positive_int, default=3,
+                   help="active latents per sentence (sae method)")
     p.add_argument("--phase", default="reasoning", help="sentence phase to use, or 'all'")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--input", default=None, help="the capture's input file, to print sentences "
                                                  "(only for a store that keeps no token ids)")
     p.add_argument("--out", required=True, help="output directory")
@@ -28,19 +32,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.artifacts import save_tensors, write_json, write_meta
     from mechreason.capture import ActivationStore
     from mechreason.errors import MechReasonError, unknown
-    from mechreason.sae.behaviours import BehaviourConfig, discover_behaviours
+    from mechreason.sae.behaviours import BehaviourConfig
 
     cfg = BehaviourConfig(n_clusters=args.n_clusters, method=args.method, k=args.k,
                           phase=None if args.phase == "all" else args.phase, seed=args.seed)
+    from mechreason.outputs import check_out_dir, output_lock
+
+    check_out_dir(args.out)
     store = ActivationStore(args.acts)
     hook = args.hook or (store.hooks[0] if len(store.hooks) == 1 else None)
     if hook is None:
         raise MechReasonError(f"the store has several hooks; pick one with --hook: {store.hooks}")
     if hook not in store.hooks:
         raise unknown("hook in this store", hook, store.hooks)
+    with output_lock(args.out):
+        return _discover(args, cfg, store, hook)
+
+
+def _discover(args: argparse.Namespace, cfg: Any, store: Any, hook: str) -> int:
+    from mechreason.artifacts import save_tensors, write_json, write_meta
+    from mechreason.sae.behaviours import discover_behaviours
+
     res = discover_behaviours(store, hook, cfg)
     if args.input or store.token_ids():
         from mechreason.models import load_model

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mechreason.cli._args import nonneg_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="bundled short name, hub id or local HF directory (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="less data everywhere (a few minutes on CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--sae", default=None,
                    help="SAE folder (SAELens format) to rank features with (default: a shipped "
                         "SAE in sae_checkpoints/ trained on the model), or a SAELens release "

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from mechreason.cli._args import nonneg_int, open_fraction, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,12 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mean-diff | unit-mean-diff | label-vs-all | pca | logistic "
                         "(default: %(default)s)")
     p.add_argument("--hooks", default="", help="comma-separated hooks (default: all captured)")
-    p.add_argument("--test-frac", type=float, default=0.3,
-                   help="fraction of problems held out (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-frac", type=open_fraction, default=0.3,
+                   help="fraction of problems held out, in (0, 1) (default: %(default)s)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--split-key", default="auto",
                    help="item field naming the problem (default: problem_id, question or item)")
-    p.add_argument("--min-problems", type=int, default=10,
+    p.add_argument("--min-problems", type=positive_int, default=10,
                    help="flag groups with fewer problems (default: %(default)s)")
     p.add_argument("--out", required=True, help="output direction directory")
     p.add_argument("--export-gguf", default=None, metavar="FILE",
@@ -55,14 +58,12 @@ def _layers(text: str) -> str | list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.directions.pipeline import (
-        DirectionsConfig,
-        compute_directions,
-        export_result,
-        save_result,
-    )
-    from mechreason.directions.sweep import format_table
+    from mechreason.directions.pipeline import DirectionsConfig, compute_directions
+    from mechreason.outputs import check_out_dir, check_out_file, output_lock
 
+    check_out_dir(args.out)
+    if args.export_gguf:
+        check_out_file(args.export_gguf, flag="--export-gguf")
     cfg = DirectionsConfig(acts=tuple(args.acts), contrast=args.contrast,
                            aggregate=args.aggregate, method=args.method,
                            hooks=tuple(h.strip() for h in args.hooks.split(",") if h.strip()),
@@ -74,7 +75,14 @@ def run(args: argparse.Namespace) -> int:
 
         for layer in layers:
             gguf_layer(f"blocks.{layer}.hook_resid_post")
-    res = compute_directions(cfg)
+    with output_lock(args.out):
+        return _run(args, cfg, layers, compute_directions(cfg))
+
+
+def _run(args: argparse.Namespace, cfg: Any, layers: str | list[int], res: Any) -> int:
+    from mechreason.directions.pipeline import export_result, save_result
+    from mechreason.directions.sweep import format_table
+
     ds = res.directions
     c = ds.counts
     print(f"contrast {ds.contrast} ({ds.groups['A']} vs {ds.groups['B']}), aggregate "

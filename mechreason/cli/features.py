@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mechreason.cli._args import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="rank SAE latents as reasoning features",
@@ -22,25 +24,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                  "written before stores kept token ids")
     p.add_argument("--span", default="first-generated", choices=["first-generated", "generated"],
                    help="contrast positions (default: %(default)s)")
-    p.add_argument("--top", type=int, default=20, help="latents to report")
+    p.add_argument("--top", type=positive_int, default=20, help="latents to report")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.artifacts import save_tensors, write_json, write_meta
     from mechreason.capture import ActivationStore
     from mechreason.errors import MechReasonError
     from mechreason.models import load_model
-    from mechreason.sae import features as F
+    from mechreason.outputs import check_out_dir, output_lock
     from mechreason.sae.io import load_sae
 
+    check_out_dir(args.out)
     sae, store = load_sae(args.sae), ActivationStore(args.acts)
     hook = sae.cfg.hook
     if hook not in store.hooks or sae.cfg.d_in != store.d_model:
         raise MechReasonError(f"SAE (hook {hook!r}, d_in {sae.cfg.d_in}) does not fit the store "
                               f"(hooks {store.hooks}, d_model {store.d_model})")
-    model = load_model(store.cfg["model"], device="cpu")
+    with output_lock(args.out):
+        return _rank(args, sae, store, hook, load_model(store.cfg["model"], device="cpu"))
+
+
+def _rank(args: argparse.Namespace, sae: Any, store: Any, hook: Any, model: Any) -> int:
+    from mechreason.artifacts import save_tensors, write_json, write_meta
+    from mechreason.errors import MechReasonError
+    from mechreason.sae import features as F
+
     tokens = store.token_ids(model, args.input)
     if args.score == "reason" and not tokens:
         raise MechReasonError("--score reason needs the tokens: this store keeps no token ids "

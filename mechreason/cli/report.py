@@ -25,12 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mechreason.outputs import check_out_file
     from mechreason.report import ReportConfig, build_report
 
+    if args.out:
+        check_out_file(args.out)
     cfg = ReportConfig(run_dir=Path(args.run_dir), out=Path(args.out) if args.out else None,
                        figures_dir=Path(args.figures) if args.figures else None, title=args.title)
     out, sections = build_report(cfg)
     for s in sections:
         print(f"  {s.key:<11} {s.status:<14} {s.reason}")
     print(f"report: {out}")
+    bad = [s for s in sections if s.status == "error"]
+    if bad:
+        from mechreason.errors import MechReasonError
+
+        raise MechReasonError(f"{len(bad)} section(s) of {str(args.run_dir)!r} could not be read "
+                              f"(the report marks them): {bad[0].key}: {bad[0].reason}")
     return 0

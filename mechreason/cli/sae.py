@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from mechreason.cli._args import fraction, nonneg_float, nonneg_int, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,20 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="capture directory (mechreason capture); several are interleaved")
     t.add_argument("--hook", required=True, help="hook in the store, e.g. blocks.15.hook_resid_post")
     t.add_argument("--arch", default="topk", choices=["topk", "relu"])
-    t.add_argument("--expansion", type=int, default=8, help="d_sae / d_in (default 8)")
-    t.add_argument("--k", type=int, default=32, help="active latents per token (topk)")
-    t.add_argument("--l1-coeff", type=float, default=5.0, help="L1 weight (relu)")
-    t.add_argument("--lr", type=float, default=4e-4)
-    t.add_argument("--batch-size", type=int, default=1024)
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--n-tokens", type=int, default=None, help="training rows in all "
-                                                              "(overrides --epochs)")
-    t.add_argument("--dead-tokens", type=int, default=100_000,
+    t.add_argument("--expansion", type=positive_int, default=8, help="d_sae / d_in (default 8)")
+    t.add_argument("--k", type=positive_int, default=32, help="active latents per token (topk)")
+    t.add_argument("--l1-coeff", type=nonneg_float, default=5.0, help="L1 weight (relu)")
+    t.add_argument("--lr", type=positive_float, default=4e-4)
+    t.add_argument("--batch-size", type=positive_int, default=1024)
+    t.add_argument("--epochs", type=positive_int, default=1)
+    t.add_argument("--n-tokens", type=positive_int, default=None,
+                   help="training rows in all (overrides --epochs)")
+    t.add_argument("--dead-tokens", type=positive_int, default=100_000,
                    help="rows without firing after which a latent counts as dead")
-    t.add_argument("--holdout", type=float, default=0.05,
-                   help="fraction of items held out for evaluation (default 0.05)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    t.add_argument("--holdout", type=fraction, default=0.05,
+                   help="fraction of items held out for evaluation, in [0, 1) (default 0.05)")
+    t.add_argument("--seed", type=nonneg_int, default=0)
+    t.add_argument("--checkpoint-every", type=positive_int, default=100,
+                   help="steps between checkpoints")
     t.add_argument("--store-dtype", default="float32", choices=["float32", "float16"],
                    help="weight storage dtype in the saved file")
     t.add_argument("--out", required=True, help="SAE folder (a killed run resumes from it)")
@@ -43,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--input", default=None, help="the capture's input file (texts or traces), "
                                                  "for loss recovered when the store keeps no "
                                                  "token ids (older stores)")
-    e.add_argument("--max-items", type=int, default=64, help="items for loss recovered")
-    e.add_argument("--max-length", type=int, default=256, help="tokens per item for loss")
+    e.add_argument("--max-items", type=positive_int, default=64, help="items for loss recovered")
+    e.add_argument("--max-length", type=positive_int, default=256, help="tokens per item for loss")
     e.add_argument("--all-rows", action="store_true",
                    help="use every row, not only the items held out from training")
     e.add_argument("--out", default=None, help="where to write eval.json (default: --sae)")
@@ -53,21 +57,52 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from mechreason.capture import ActivationStore
-    from mechreason.sae.evaluate import reconstruction_metrics, split_items, store_rows
-    from mechreason.sae.io import save_sae
-    from mechreason.sae.train import (
-        TrainConfig,
-        mixed_source,
-        store_source,
-        train_sae,
-        write_summary,
-    )
+    from mechreason.outputs import check_fingerprint, check_out_dir, output_lock
+    from mechreason.sae.train import TrainConfig
 
     cfg = TrainConfig(arch=args.arch, expansion=args.expansion, k=args.k,
                       l1_coeff=args.l1_coeff, lr=args.lr, batch_size=args.batch_size,
                       epochs=args.epochs, n_tokens=args.n_tokens, dead_tokens=args.dead_tokens,
                       seed=args.seed, checkpoint_every=args.checkpoint_every)
     stores = [ActivationStore(a) for a in args.acts]
+    for store in stores:
+        if args.hook not in store.hooks:
+            from mechreason.errors import unknown
+
+            raise unknown(f"hook in the store {str(store.root)!r}", args.hook, store.hooks)
+        store.check_shards()
+    _check_train_rows(stores, args.holdout)
+    check_out_dir(args.out)
+    with output_lock(args.out):
+        check_fingerprint(args.out, _train_fingerprint(args, cfg, stores), what="SAE")
+        return _train(args, cfg, stores)
+
+
+def _check_train_rows(stores: list[Any], holdout: float) -> None:
+    from mechreason.errors import MechReasonError
+    from mechreason.sae.evaluate import split_items, store_rows
+
+    n = sum(len(store_rows(s, split_items([it["item"] for it in s.items], holdout)[0]))
+            for s in stores)
+    if n == 0:
+        raise MechReasonError(f"no training rows: --holdout {holdout} leaves none of the "
+                              f"{sum(len(s) for s in stores)} rows of --acts to train on")
+
+
+def _train_fingerprint(args: argparse.Namespace, cfg: Any, stores: list[Any]) -> dict[str, Any]:
+    """What the SAE in --out is a function of: each store's inputs, model and capture
+    settings, the hook, the hold-out fraction and every training setting."""
+    acts = [{k: s.cfg.get(k) for k in ("capture", "weights_sha256", "inputs_sha256")}
+            | {"rows": len(s)} for s in stores]
+    return {"stage": "sae train", "acts": acts, "hook": args.hook, "holdout": args.holdout,
+            "store_dtype": args.store_dtype, "train": cfg}
+
+
+def _train(args: argparse.Namespace, cfg: Any, stores: list[Any]) -> int:
+    from mechreason.sae.evaluate import reconstruction_metrics, split_items, store_rows
+    from mechreason.sae.io import save_sae
+    from mechreason.sae.train import mixed_source, store_source, train_sae, write_summary
+
     sources, held_parts, n_rows = [], [], 0
     for k, store in enumerate(stores):
         train_items, held = split_items([it["item"] for it in store.items], args.holdout)

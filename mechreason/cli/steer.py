@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
+
+from mechreason.cli._args import ALPHA_WARN, alphas, nonneg_int, positive_int, temperature
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,52 +21,79 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--vector", help="direction directory (direction.safetensors + .json)")
     src.add_argument("--sae", help="SAE folder (SAELens format); needs --latent")
-    p.add_argument("--latent", type=int, default=None, help="SAE latent index")
+    p.add_argument("--latent", type=nonneg_int, default=None, help="SAE latent index")
     p.add_argument("--mode", default="add", help="latent: add | clamp (default: %(default)s)")
     p.add_argument("--hook", default=None, help="hook (default: the direction's best / SAE's)")
     p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--alpha", default="1", help="coefficient, or a comma list for a sweep")
+    p.add_argument("--alpha", type=alphas, default=(1.0,),
+                   help="coefficient, or a comma list for a sweep (finite, |alpha| <= 1e4)")
     p.add_argument("--positions", default="first",
                    help="first | first:K | all | prompt | generated | sentence-starts | "
                         "window:N | indices:I,J (default: %(default)s)")
     p.add_argument("--task", default="arithmetic", help="arithmetic | gsm8k | math")
-    p.add_argument("--n", type=int, default=30, help="problems (default: %(default)s)")
-    p.add_argument("--difficulty", type=int, default=None)
+    p.add_argument("--n", type=positive_int, default=30, help="problems (default: %(default)s)")
+    p.add_argument("--difficulty", type=int, default=None, choices=[1, 2, 3, 4, 5])
     p.add_argument("--data-file", default=None, help="local gsm8k / math data")
     p.add_argument("--style", default="direct", help="prompt style (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=positive_int, default=128)
+    p.add_argument("--temperature", type=temperature, default=0.0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--no-control", action="store_true", help="skip the random control arm")
-    p.add_argument("--kl-texts", type=int, default=8,
+    p.add_argument("--kl-texts", type=nonneg_int, default=8,
                    help="unsteered responses used as fixed texts for KL (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
-def _alphas(text: str) -> tuple[float, ...]:
-    from mechreason.errors import MechReasonError
+def _warn_large(alphas: tuple[float, ...], vector: str | None) -> None:
+    """Coefficients past ALPHA_WARN usually swamp the residual stream: say by how much
+    (a direction's recorded norm is the residual norm it was rescaled to)."""
+    big = [a for a in alphas if abs(a) > ALPHA_WARN]
+    if not big:
+        return
+    norm = None
+    if vector is not None:
+        from pathlib import Path
 
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise MechReasonError(f"--alpha {text!r}: use a number or a comma list like 0,2,4"
-                              ) from None
+        from mechreason.artifacts import read_json
+
+        side = Path(vector) / "direction.json"
+        info = read_json(side, "direction.json") if side.is_file() else {}
+        norms = info.get("norms") if isinstance(info, dict) else None
+        norm = max(norms) if isinstance(norms, list) and norms else None
+    added = f"a vector of norm {abs(big[0]) * norm:.3g}" if norm else "a large vector"
+    log.warning("--alpha %g is above %g: it adds %s, while the residual stream's expected norm "
+                "is about %s; outputs will likely degenerate", big[0], ALPHA_WARN, added,
+                f"{norm:.3g}" if norm else "the direction's norm")
 
 
 def run(args: argparse.Namespace) -> int:
+    from mechreason.outputs import check_out_dir, output_lock
     from mechreason.steering.experiment import SteerConfig, run_experiment
+    from mechreason.validate import check_model_name
 
+    check_model_name(args.model)
+    check_out_dir(args.out)
+    _warn_large(args.alpha, args.vector)
+    if args.vector is not None:  # a missing, corrupt or degenerate direction fails first
+        from mechreason.steering.interventions import load_direction
+
+        load_direction(args.vector, hook=args.hook)
+    else:
+        from mechreason.sae.io import load_sae
+
+        load_sae(args.sae)
     cfg = SteerConfig(model=args.model, vector=args.vector, sae=args.sae, latent=args.latent,
-                      mode=args.mode, hook=args.hook, alphas=_alphas(args.alpha),
+                      mode=args.mode, hook=args.hook, alphas=args.alpha,
                       positions=args.positions, task=args.task, n=args.n,
                       difficulty=args.difficulty, data_file=args.data_file, style=args.style,
                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                       seed=args.seed, batch_size=args.batch_size, control=not args.no_control,
                       kl_texts=args.kl_texts)
-    rows = run_experiment(cfg, args.out, progress=not args.no_progress)
+    with output_lock(args.out):
+        rows = run_experiment(cfg, args.out, progress=not args.no_progress)
     print(f"{'arm':<16} {'alpha':>6} {'acc':>6} {'95% CI':>13} {'parse':>6} {'tokens':>7} "
           f"{'steps':>6} {'KL':>8}")
     for r in rows:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mechreason.cli._args import nonneg_int, positive_int, probability, temperature
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from mechreason.prompts import STYLES
@@ -20,20 +22,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--data-file", default=None,
                    help="GSM8K/MATH JSONL (MATH: or a directory of JSON); default: the hub")
-    p.add_argument("--n", type=int, default=20, help="number of problems")
+    p.add_argument("--n", type=positive_int, default=20, help="number of problems")
     p.add_argument("--style", default="cot", help=f"prompt style: {', '.join(STYLES)}")
     p.add_argument("--out", required=True, help="traces JSONL (appended to)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0, help="picks problems and sampling seeds")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument("--temperature", type=temperature, default=0.0, help="0: greedy")
+    p.add_argument("--top-p", type=probability, default=1.0)
+    p.add_argument("--seed", type=nonneg_int, default=0, help="picks problems and sampling seeds")
     p.add_argument("--difficulty", type=int, default=None, choices=DIFFICULTIES)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--labeller", default="rules", choices=["rules", "llm-judge"])
     p.add_argument("--drop-tail", action="store_true",
                    help="drop an unterminated last sentence (Thought Anchors' choice)")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.set_defaults(func=run)
 
 
@@ -41,20 +43,26 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.generation import SamplingConfig
     from mechreason.labels import get_labeller
     from mechreason.models import DEFAULT_MODEL, load_model
+    from mechreason.outputs import check_out_file, output_lock
     from mechreason.prompts import get_style
     from mechreason.tasks import make_problems
     from mechreason.traces import run_traces, summarize
+    from mechreason.validate import check_device, check_model_name
 
     # Check everything the user typed before loading the model.
+    check_model_name(args.model or DEFAULT_MODEL)
+    check_device(args.device)
+    check_out_file(args.out)
     style = get_style(args.style)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
     problems = make_problems(args.task, args.n, seed=args.seed, difficulty=args.difficulty,
                              data_file=args.data_file)
-    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
-    labeller = get_labeller(args.labeller, model)
-    records = run_traces(model, problems, args.out, style=style.name, sampling=sampling,
-                         labeller=labeller, keep_tail=not args.drop_tail, progress=True)
+    with output_lock(args.out, is_dir=False):
+        model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+        labeller = get_labeller(args.labeller, model)
+        records = run_traces(model, problems, args.out, style=style.name, sampling=sampling,
+                             labeller=labeller, keep_tail=not args.drop_tail, progress=True)
     print(f"{len(records)} traces in {args.out}")
     print(format_summary(summarize(records)))
     print(format_summary(summarize(records, by=("style",))))

@@ -100,9 +100,16 @@ def _from_folder(folder: Path) -> SparseAutoencoder:
     cfg_path, w_path = artifact_path(folder, "cfg"), artifact_path(folder, "sae_weights")
     if not w_path.is_file():
         raise MechReasonError(f"{str(folder)!r} has no {w_path.name}: not a SAELens SAE folder")
-    from safetensors.torch import load_file
+    from mechreason.artifacts import load_tensors
+    from mechreason.validate import check_finite_tensor
 
-    return from_sae_lens_dict(read_json(cfg_path), load_file(str(w_path)))
+    cfg = read_json(cfg_path, "SAE config")
+    if not isinstance(cfg, dict) or "d_in" not in cfg or "d_sae" not in cfg:
+        raise MechReasonError(f"{str(cfg_path)!r} is not a SAELens config (needs d_in, d_sae)")
+    tensors = load_tensors(w_path, "SAE weights")
+    for name, t in tensors.items():
+        check_finite_tensor(t, f"loading the SAE {str(folder)!r}", f"weight {name}")
+    return from_sae_lens_dict(cfg, tensors)
 
 
 def _from_release(release: str, sae_id: str) -> SparseAutoencoder:

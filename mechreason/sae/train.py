@@ -258,7 +258,9 @@ def train_sae(source: BatchSource, cfg: TrainConfig, out_dir: str | os.PathLike[
     run = _Run(SparseAutoencoder(sae_cfg, seed=cfg.seed), cfg)
     state_path = out / STATE_FILE
     if state_path.is_file():
-        st = torch.load(state_path, weights_only=True)
+        from mechreason.artifacts import torch_load
+
+        st = torch_load(state_path, "SAE training checkpoint")
         if st["cfg"] != dataclasses.asdict(cfg) or st["sae_cfg"] != dataclasses.asdict(sae_cfg):
             raise MechReasonError(f"{str(state_path)!r} is a checkpoint of a different run "
                                   f"(config {st['cfg']}); use another output folder")
@@ -272,6 +274,7 @@ def train_sae(source: BatchSource, cfg: TrainConfig, out_dir: str | os.PathLike[
     while run.step < n_steps:
         x = next(batches)
         m = _train_step(run, x, _lr(cfg, run.step, n_steps))
+        _check_finite_metrics(m, run.step + 1)
         run.step += 1
         run.batch_in_epoch += 1
         bar.update(1)
@@ -295,6 +298,15 @@ def train_sae(source: BatchSource, cfg: TrainConfig, out_dir: str | os.PathLike[
     summary["norm_scale"] = sae.fold_norm_scale()
     sae.eval()
     return sae, summary
+
+
+def _check_finite_metrics(m: dict[str, float], step: int) -> None:
+    import math
+
+    bad = [k for k in ("loss", "fvu", "l0") if not math.isfinite(m[k])]
+    if bad:
+        raise MechReasonError(f"sae train: {bad[0]} became {m[bad[0]]} at step {step}; no SAE "
+                              "was saved. Lower --lr, or check the activations for NaN/inf")
 
 
 def _batches_from(source: BatchSource, run: _Run) -> Iterator[Tensor]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,12 @@ class SteerConfig:
         Positions.parse(self.positions)
         if self.n < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise MechReasonError("n, max_new_tokens and batch_size must be >= 1")
+        if self.kl_texts < 0:
+            raise MechReasonError(f"kl_texts must be >= 0, got {self.kl_texts}")
+        bad = [a for a in self.alphas if not math.isfinite(a)]
+        if bad or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise MechReasonError(f"alphas and temperature must be finite (temperature >= 0), "
+                                  f"got {bad[0] if bad else self.temperature}")
 
 
 def _arms(cfg: SteerConfig, model: Any) -> tuple[dict[str, list[Intervention]], dict[str, Any]]:
@@ -121,11 +128,10 @@ def run_experiment(cfg: SteerConfig, out: str | os.PathLike[str], *,
 
     ``model``: an already loaded :class:`mechreason.models.Model` of ``cfg.model`` (its
     device and dtype are kept); None loads ``cfg.model`` with the defaults."""
-    from mechreason.artifacts import artifact_path, write_json, write_meta
-    from mechreason.generation import SamplingConfig
+    from mechreason.artifacts import artifact_path, write_json
     from mechreason.models import load_model
+    from mechreason.outputs import check_out_dir, output_lock
     from mechreason.steering.engine import Steering
-    from mechreason.steering.evaluate import kl_vs_unsteered, run_arm, summarize_arm
     from mechreason.tasks import make_problems
 
     problems = make_problems(cfg.task, cfg.n, seed=cfg.seed, difficulty=cfg.difficulty,
@@ -137,9 +143,32 @@ def run_experiment(cfg: SteerConfig, out: str | os.PathLike[str], *,
     arms, info = _arms(cfg, model)
     for ivs in arms.values():  # validate every arm before any long work
         Steering(model, ivs)
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(artifact_path(root, "cfg"), cfg)
+    root = check_out_dir(out)
+    with output_lock(root):
+        _check_fingerprint(cfg, model, root)
+        write_json(artifact_path(root, "cfg"), cfg)
+        return _run_arms(cfg, model, problems, arms, info, root, progress)
+
+
+def _check_fingerprint(cfg: SteerConfig, model: Any, root: Path) -> None:
+    """Everything the steered records depend on: the config, the model's weights and
+    the content of the direction or SAE file."""
+    from mechreason.artifacts import artifact_path, file_sha256
+    from mechreason.outputs import check_fingerprint
+
+    src = (artifact_path(cfg.vector, "direction") if cfg.vector is not None
+           else artifact_path(str(cfg.sae), "sae_weights"))
+    fp = {"stage": "steer", "cfg": cfg, "weights_sha256": model.weights_hash,
+          "source_sha256": file_sha256(src) if src.is_file() else None}
+    check_fingerprint(root, fp, what="steering experiment")
+
+
+def _run_arms(cfg: SteerConfig, model: Any, problems: Any, arms: dict[str, Any],
+              info: dict[str, Any], root: Path, progress: bool) -> list[dict[str, Any]]:
+    from mechreason.artifacts import artifact_path, write_json, write_meta
+    from mechreason.generation import SamplingConfig
+    from mechreason.steering.evaluate import kl_vs_unsteered, run_arm, summarize_arm
+
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               seed=cfg.seed, batch_size=cfg.batch_size)
     kw = dict(style=cfg.style, sampling=sampling, progress=progress)
@@ -154,6 +183,9 @@ def run_experiment(cfg: SteerConfig, out: str | os.PathLike[str], *,
         row = {"arm": name, "alpha": ivs[0].alpha, **summarize_arm(recs)}
         if texts:
             row["kl"], row["kl_low"], row["kl_high"] = kl_vs_unsteered(model, ivs, texts)
+            if not math.isfinite(row["kl"]):
+                raise MechReasonError(f"steer: the KL of arm {name!r} (alpha {ivs[0].alpha:g}) "
+                                      f"is {row['kl']}; nothing was written for it. Lower --alpha")
         rows.append(row)
     write_json(artifact_path(root, "summary"), {"steering": info, "arms": rows})
     write_meta(root, model, seed=cfg.seed, positions=cfg.positions, **info)
