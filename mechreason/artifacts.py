@@ -216,7 +216,11 @@ def provenance(model: Any = None, **extra: Any) -> dict[str, Any]:
     if model is not None:
         meta["model"] = {"name": model.name, "weights_sha256": model.weights_hash,
                          "dtype": str(model.dtype).removeprefix("torch."),
-                         "n_layers": model.n_layers, "d_model": model.d_model}
+                         "n_layers": model.n_layers, "d_model": model.d_model,
+                         # HF's architecture family ("llama"): what repeng and llama.cpp
+                         # write as a control vector's model hint
+                         "model_type": getattr(getattr(getattr(model, "hf", None), "config",
+                                                       None), "model_type", None)}
     meta.update(extra)
     return meta
 

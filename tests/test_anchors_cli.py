@@ -26,6 +26,10 @@ def test_cli_all_methods(tiny, tmp_path):
     n = len(table["rows"])
     chunks, steps = read_viewer(out / "viewer")
     assert len(chunks) == len(steps) == n
+    view = (out / "view.html").read_text()  # the trace view holds every sentence's text
+    data = json.loads(view.split('id=data>')[1].split("</script>")[0].replace("<\\/", "</"))
+    assert [s["text"] for s in data["sentences"]] == [r["text"] for r in table["rows"]]
+    assert set(data["affects"]) == {"resampling", "suppression"}
     assert {"counterfactual_kl", "receiver_score", "suppression_out"} <= set(table["rows"][0])
     assert len(table["rank_correlations"]) == 10  # 5 measures, every pair
     rollouts = (out / "rollouts.jsonl").read_text().splitlines()

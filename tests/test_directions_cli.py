@@ -37,8 +37,7 @@ def acts(tiny, tmp_path_factory):
 def test_cli_end_to_end(acts, tmp_path, capsys):
     out, gguf = tmp_path / "dir", tmp_path / "cv.gguf"
     rc = main(["directions", "--acts", str(acts), "--contrast", "style=cot:direct",
-               "--aggregate", "first-generated", "--out", str(out), "--export-gguf", str(gguf),
-               "--export-layers", "all"])
+               "--aggregate", "first-generated", "--out", str(out), "--export-gguf", str(gguf)])
     assert rc == 0
     text = capsys.readouterr().out
     for layer in range(4):
@@ -52,8 +51,9 @@ def test_cli_end_to_end(acts, tmp_path, capsys):
     meta = json.loads((out / "meta.json").read_text())
     train, test = set(meta["split"]["train_problems"]), set(meta["split"]["test_problems"])
     assert not train & test and len(train | test) == N_PROBLEMS
-    cv = import_gguf(gguf)
+    cv = import_gguf(gguf)  # default --gguf-layers all: every swept layer llama.cpp accepts
     assert sorted(cv.directions) == [1, 2, 3]  # block 0 skipped (llama.cpp rejects it)
+    assert cv.model_hint == "llama"  # the architecture family, as repeng and llama.cpp write
     for hook, v in cv.hooks().items():
         assert torch.equal(v, ds.vector(hook))
 
@@ -72,12 +72,33 @@ def test_cli_methods(acts, tmp_path, method):
     (["--contrast", "style=cot:direct", "--aggregate", "sentence-start"], "sentence"),
     (["--contrast", "style=cot:direct", "--hooks", "blocks.9.hook_resid_post"], "hook"),
     (["--contrast", "style=cot:direct", "--export-layers", "0"], "block 1"),
+    (["--contrast", "style=cot:direct", "--gguf-layers", "0-2"], "block 1"),
+    (["--contrast", "style=cot:direct", "--gguf-layers", "2-9"], "not swept"),
+    (["--contrast", "style=cot:direct", "--gguf-layers", "3-1"], "10-15"),
 ])
 def test_cli_errors(acts, tmp_path, capsys, argv, msg):
     rc = main(["directions", "--acts", str(acts), "--out", str(tmp_path / "d"),
                "--export-gguf", str(tmp_path / "x.gguf"), *argv])
     assert rc == 2
     assert msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "want"), [("2-3", [2, 3]), ("1,3", [1, 3]), ("best", None)])
+def test_cli_gguf_layers(acts, tmp_path, flag, want):
+    gguf = tmp_path / "cv.gguf"
+    assert main(["directions", "--acts", str(acts), "--contrast", "style=cot:direct",
+                 "--out", str(tmp_path / "d"), "--export-gguf", str(gguf),
+                 "--gguf-layers", flag, "--model-hint", "smol"]) == 0
+    ds = load_direction(tmp_path / "d")
+    cv = import_gguf(gguf)
+    # the tiny capture's best layer is 0 (llama.cpp cannot hold it): best falls to the
+    # best later layer by held-out AUROC, ties to the earlier one
+    assert ds.best_hook == "blocks.0.hook_resid_post"
+    aurocs = {i: m["auroc"] for i, m in enumerate(ds.metrics) if i >= 1}
+    best = max(aurocs, key=lambda i: (aurocs[i], -i))
+    assert sorted(cv.directions) == (want or [best]) and cv.model_hint == "smol"
+    for hook, v in cv.hooks().items():
+        assert torch.equal(v, ds.vector(hook))
 
 
 def test_config_checks():

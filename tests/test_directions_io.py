@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from mechreason.directions.io import (
     export_gguf,
     import_gguf,
     load_direction,
+    parse_gguf_layers,
     save_direction,
     vectors_for_export,
 )
@@ -90,12 +93,21 @@ def test_export_refuses_nan_and_mixed_widths(tmp_path):
                     model_hint="m")
 
 
+def test_best_skips_block0():
+    ds = dataclasses.replace(_set((0, 2, 5, 6)), best_hook="blocks.0.hook_resid_post",
+                             metrics=[{"auroc": a} for a in (0.9, 0.7, 0.8, 0.8)])
+    assert list(vectors_for_export(ds, "best")) == ["blocks.5.hook_resid_post"]
+    only0 = dataclasses.replace(_set((0,)), best_hook="blocks.0.hook_resid_post")
+    with pytest.raises(MechReasonError, match="L >= 1"):
+        vectors_for_export(only0, "best")
+
+
 def test_vectors_for_export():
     ds = _set((0, 2, 5))
     assert list(vectors_for_export(ds, "best")) == ["blocks.5.hook_resid_post"]
     assert list(vectors_for_export(ds, "all")) == ds.hooks
     assert list(vectors_for_export(ds, [2])) == ["blocks.2.hook_resid_post"]
-    with pytest.raises(MechReasonError, match="hook"):
+    with pytest.raises(MechReasonError, match=r"not swept.*\[0, 2, 5\]"):
         vectors_for_export(ds, [3])
     with pytest.raises(MechReasonError, match="best"):
         vectors_for_export(ds, "worst")
@@ -112,3 +124,57 @@ def test_import_errors(tmp_path):
 def test_direction_set_checks_shapes():
     with pytest.raises(MechReasonError, match="hooks"):
         DirectionSet(vectors=torch.ones(2, D), hooks=["a"], method="m")
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("all", "all"), ("best", "best"), ("10-15", [10, 11, 12, 13, 14, 15]), ("3,5,7", [3, 5, 7]),
+    ("3, 10-12", [3, 10, 11, 12]), ("7", [7]), ("2-2,2", [2]),
+])
+def test_parse_gguf_layers(text, want):
+    assert parse_gguf_layers(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "x", "5-3", "1-", "3,,b", "worst"])
+def test_parse_gguf_layers_refuses(text):
+    with pytest.raises(MechReasonError, match="10-15"):
+        parse_gguf_layers(text)
+
+
+def test_export_every_layer_range_and_best(tmp_path):
+    """``all`` writes one tensor per swept layer >= 1; a range picks a slice; best one."""
+    ds = _set((0, 1, 2, 3, 5, 8))
+    for layers, want in (("all", [1, 2, 3, 5, 8]), ([2, 3], [2, 3]), ("best", [8])):
+        path = tmp_path / f"{layers}.gguf"
+        assert export_gguf(path, vectors_for_export(ds, layers), model_hint="llama",
+                           skip_layer0=layers == "all") == want
+        cv = import_gguf(path)
+        assert sorted(cv.directions) == want
+        for h, v in cv.hooks().items():
+            assert torch.equal(v, ds.vector(h))
+
+
+def test_repeng_reads_our_gguf(tmp_path, monkeypatch):
+    """repeng (a real client of the format) imports our file with the same tensors per
+    layer, the model hint, and no warning about the architecture field.
+
+    repeng 0.4.0 (the newest release) pins numpy<2 and names ``np.float_`` in a type hint
+    at import; numpy 2 removed that alias, so scripts/setup.sh installs repeng with
+    --no-deps and the alias is restored for this test only. ``import_gguf`` itself runs
+    unchanged.
+    """
+    import warnings
+
+    import numpy as np
+
+    monkeypatch.setattr(np, "float_", np.float64, raising=False)
+    from repeng import ControlVector
+
+    ds = _set((1, 2, 3, 7, 11))
+    export_gguf(tmp_path / "cv.gguf", vectors_for_export(ds, "all"), model_hint="llama")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cv = ControlVector.import_gguf(str(tmp_path / "cv.gguf"))
+    assert cv.model_type == "llama"
+    assert sorted(cv.directions) == [1, 2, 3, 7, 11]
+    for layer, v in cv.directions.items():
+        assert torch.equal(torch.from_numpy(v.copy()), ds.vector(f"blocks.{layer}.hook_resid_post"))

@@ -5,7 +5,8 @@ library over a local model.
 Modules, in pipeline order: ``trace`` (sentence token spans), ``rollouts`` (the
 prefix-cached batched sampler), ``resampling`` + ``importance`` (black box),
 ``receivers`` (white box), ``suppression`` (causal), ``join`` (one table, rank
-correlations), ``export`` (thought-anchors.com viewer JSON), ``analysis`` (all of it
+correlations), ``export`` (thought-anchors.com viewer JSON), ``view`` (the offline trace view
+page), ``analysis`` (all of it
 on one trace of a traces file).
 """
 
@@ -35,6 +36,9 @@ _EXPORTS = {
     "viewer_json": "mechreason.anchors.export",
     "write_viewer": "mechreason.anchors.export",
     "read_viewer": "mechreason.anchors.export",
+    "view_data": "mechreason.anchors.view",
+    "render_view": "mechreason.anchors.view",
+    "write_view": "mechreason.anchors.view",
     "AnchorsConfig": "mechreason.anchors.analysis",
     "analyze": "mechreason.anchors.analysis",
     "MiniLMEmbedder": "mechreason.anchors.embed",

@@ -4,7 +4,8 @@ file and write one artifact directory (Bogdan, Macar, Nanda, Conmy 2025).
 Layout of ``out_dir``: ``cfg.json``, ``meta.json``; ``rollouts.jsonl`` and
 ``resampling.json`` (resample); ``receivers.json`` (receivers, heads chosen over the
 file's traces); ``suppression.safetensors`` (suppression); ``table.json`` (the joined
-per-sentence table and rank correlations); ``viewer/`` (thought-anchors.com JSON).
+per-sentence table and rank correlations); ``viewer/`` (thought-anchors.com JSON);
+``view.html`` (the trace view of :mod:`mechreason.anchors.view`, one offline page).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mechreason.anchors.receivers import ReceiverConfig, analyze_receivers
 from mechreason.anchors.resampling import ResampleConfig, resample
 from mechreason.anchors.suppression import SuppressionConfig, suppression_matrix
 from mechreason.anchors.trace import AnchorTrace, trace_from_ids
+from mechreason.anchors.view import write_view
 from mechreason.artifacts import save_tensors, write_json, write_meta
 from mechreason.errors import MechReasonError, unknown
 
@@ -176,5 +178,6 @@ def _analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out: Path, *,
     write_json(out / "table.json", {"rows": rows, "rank_correlations": corr})
     write_viewer(out / "viewer", *viewer_json(rows, step))
     write_meta(out, model, stage="anchors", methods=list(cfg.methods), trace_id=trace.id)
+    summary["view"] = str(write_view(out))
     summary["rank_correlations"] = corr
     return summary

@@ -37,27 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="flag groups with fewer problems (default: %(default)s)")
     p.add_argument("--out", required=True, help="output direction directory")
     p.add_argument("--export-gguf", default=None, metavar="FILE",
-                   help="also write a llama.cpp control-vector GGUF")
-    p.add_argument("--export-layers", default="best",
-                   help="best | all | comma-separated layer numbers (default: %(default)s)")
+                   help="also write a llama.cpp control-vector GGUF (direction.L per layer; "
+                        "repeng and llama.cpp --control-vector read it)")
+    # --export-layers: the flag's earlier name, kept as an alias
+    p.add_argument("--gguf-layers", "--export-layers", dest="gguf_layers", default="all",
+                   help="layers to export: all (every swept layer >= 1) | best | a range "
+                        "10-15 | a list 3,5,7 (default: %(default)s)")
     p.add_argument("--model-hint", default=None,
-                   help="controlvector.model_hint (default: the capture's model name)")
+                   help="controlvector.model_hint (default: the model's architecture family, "
+                        "e.g. llama)")
     p.set_defaults(func=run)
 
 
-def _layers(text: str) -> str | list[int]:
-    from mechreason.errors import MechReasonError
-
-    if text in ("best", "all"):
-        return text
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise MechReasonError(f"--export-layers {text!r}: use best, all or numbers like 5,12"
-                              ) from None
-
-
 def run(args: argparse.Namespace) -> int:
+    from mechreason.directions.io import gguf_layer, parse_gguf_layers
     from mechreason.directions.pipeline import DirectionsConfig, compute_directions
     from mechreason.outputs import check_out_dir, check_out_file, output_lock
 
@@ -69,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
                            hooks=tuple(h.strip() for h in args.hooks.split(",") if h.strip()),
                            test_frac=args.test_frac, seed=args.seed, split_key=args.split_key,
                            min_problems=args.min_problems)
-    layers = _layers(args.export_layers)
+    layers = parse_gguf_layers(args.gguf_layers)
     if args.export_gguf and isinstance(layers, list):  # fail before the sweep, not after
-        from mechreason.directions.io import gguf_layer
-
         for layer in layers:
             gguf_layer(f"blocks.{layer}.hook_resid_post")
     with output_lock(args.out):

@@ -63,6 +63,8 @@ class DirectionSet:
     best_hook: str | None = None
     best_rule: str = ""
     model: str | None = None
+    model_type: str | None = None
+    """HF's architecture family (``llama``): the control vector's default model hint."""
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.hooks):
@@ -215,19 +217,72 @@ def _field(reader: Any, key: str) -> Any:
     return None if f is None else f.contents()
 
 
+GGUF_LAYERS_HELP = ("all (every swept layer >= 1) | best | a range 10-15 | a list 3,5,7 "
+                    "(ranges and numbers may mix: 3,10-12)")
+
+
+def parse_gguf_layers(text: str) -> str | list[int]:
+    """``"all"``, ``"best"``, or the layer numbers of a list / range such as ``3,10-12``."""
+    text = text.strip()
+    if text in ("all", "best"):
+        return text
+    layers: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, sep, hi = part.partition("-")
+            span = range(int(lo), int(hi) + 1) if sep else range(int(lo), int(lo) + 1)
+            if not span:
+                raise ValueError(part)
+            layers += [x for x in span if x not in layers]
+    except ValueError:
+        layers = []
+    if not layers:
+        raise MechReasonError(f"GGUF layers {text!r}: valid are {GGUF_LAYERS_HELP}")
+    return layers
+
+
 def vectors_for_export(ds: DirectionSet, layers: str | Sequence[int]) -> dict[str, Tensor]:
-    """Pick what to export: ``"best"``, ``"all"`` (layer 0 dropped later) or layer numbers."""
+    """Pick what to export: ``"best"``, ``"all"`` (every swept ``resid_post`` hook; layer 0
+    is dropped later) or layer numbers (each must have been swept)."""
     if layers == "best":
-        if ds.best_hook is None:
-            raise MechReasonError("this direction has no best layer; name the layers")
-        return {ds.best_hook: ds.vector(ds.best_hook)}
+        hook = _best_exportable(ds)
+        return {hook: ds.vector(hook)}
     if layers == "all":
         return {h: ds.vector(h) for h in ds.hooks if _RESID_POST.fullmatch(h)}
     if isinstance(layers, str):
-        raise MechReasonError(f"unknown export layers {layers!r}; valid: 'best', 'all' or a "
-                              "list of layer numbers")
+        raise MechReasonError(f"unknown export layers {layers!r}; valid: {GGUF_LAYERS_HELP}")
+    swept = sorted(n for h in ds.hooks if (n := _resid_layer(h)) is not None)
     out = {}
     for layer in layers:
         hook = f"blocks.{layer}.hook_resid_post"
+        if hook not in ds.hooks:
+            raise MechReasonError(f"layer {layer} was not swept; swept resid_post layers: {swept}")
         out[hook] = ds.vector(hook)
     return out
+
+
+def _best_exportable(ds: DirectionSet) -> str:
+    """The best hook, or, when that is block 0 (which llama.cpp rejects), the best
+    ``resid_post`` hook of a later block by held-out AUROC (ties to the earlier layer)."""
+    if ds.best_hook is None:
+        raise MechReasonError("this direction has no best layer; name the layers")
+    if (_resid_layer(ds.best_hook) or 0) >= 1:
+        return ds.best_hook
+    ok = [i for i, h in enumerate(ds.hooks) if (_resid_layer(h) or 0) >= 1]
+    if not ok:
+        raise MechReasonError(f"best hook {ds.best_hook!r} cannot be exported and no swept "
+                              "blocks.L.hook_resid_post has L >= 1")
+
+    def auroc(i: int) -> float:
+        v = ds.metrics[i].get("auroc") if i < len(ds.metrics) else None
+        return float(v) if v is not None else float("-inf")
+
+    pick = ds.hooks[max(ok, key=lambda i: (auroc(i), -i))]
+    log.warning("best hook %s is block 0, which llama.cpp cannot hold; exporting the best "
+                "later layer, %s", ds.best_hook, pick)
+    return pick
+
+
+def _resid_layer(hook: str) -> int | None:
+    m = _RESID_POST.fullmatch(hook)
+    return int(m.group(1)) if m else None

@@ -89,11 +89,13 @@ def compute_directions(cfg: DirectionsConfig) -> DirectionsResult:
     res = sweep(get_method(cfg.method), groups, test_frac=cfg.test_frac, seed=cfg.seed)
     metrics = [_metrics_row(r) for r in res.layers]
     name_a, name_b = cs.spec.names
-    model = stores[0].meta.get("model", {}).get("name") or stores[0].cfg.get("model")
+    info = stores[0].meta.get("model") or {}
+    model = info.get("name") or stores[0].cfg.get("model")
     ds = DirectionSet(vectors=res.directions, hooks=hooks, method=cfg.method,
                       contrast=str(cs.spec), aggregate=cfg.aggregate,
                       groups={"A": name_a, "B": name_b}, counts=counts, metrics=metrics,
-                      best_hook=hooks[res.best], best_rule=BEST_RULE, model=model)
+                      best_hook=hooks[res.best], best_rule=BEST_RULE, model=model,
+                      model_type=info.get("model_type"))
     return DirectionsResult(ds, res, cs, too_small)
 
 
@@ -118,7 +120,11 @@ def save_result(out: str | os.PathLike[str], cfg: DirectionsConfig, res: Directi
 
 def export_result(path: str | os.PathLike[str], ds: DirectionSet, layers: str | list[int],
                   model_hint: str | None = None) -> list[int]:
-    """Export ``layers`` (best, all, or numbers) of ``ds`` as a llama.cpp control vector."""
+    """Export ``layers`` (best, all, or numbers) of ``ds`` as a llama.cpp control vector.
+
+    The model hint defaults to the architecture family (``llama``), as repeng
+    (``model.config.model_type``) and llama.cpp's cvector-generator write it.
+    """
     vecs = vectors_for_export(ds, layers)
-    return export_gguf(path, vecs, model_hint=model_hint or ds.model or "unknown",
-                       skip_layer0=layers == "all")
+    hint = model_hint or ds.model_type or ds.model or "unknown"
+    return export_gguf(path, vecs, model_hint=hint, skip_layer0=layers == "all")
