@@ -262,9 +262,13 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str | None = None,
     """
     import torch
 
+    from mechreason.validate import check_device, check_model_name
+
     backend = backend or os.environ.get("MECHREASON_BACKEND") or "hf"
     if backend not in BACKENDS:
         raise unknown("backend", backend, BACKENDS)
+    check_model_name(name)  # before any load: one clear error for a name that cannot load
+    check_device(device)
     torch_dtype = _parse_dtype(dtype)
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -47,9 +47,10 @@ def check_device(device: str | None) -> str | None:
 def check_model_name(name: str) -> str:
     """Refuse a model name that cannot load, without loading it: an unknown short name,
     a directory that is not an HF model, a bundled model whose package is missing."""
-    from mechreason.models import BUNDLED, RANDOM_CONFIGS, RANDOM_PREFIX, TINY_RANDOM
+    from mechreason.models import BUNDLED, RANDOM_CONFIGS, RANDOM_PREFIX, TINY_FAMILIES, TINY_RANDOM
 
-    if name == TINY_RANDOM or name in BUNDLED:
+    tiny = [f"{TINY_RANDOM}-{f}" for f in TINY_FAMILIES if f != "llama"]
+    if name == TINY_RANDOM or name in BUNDLED or name in tiny:
         return name
     if name.startswith(RANDOM_PREFIX):
         arch = name.removeprefix(RANDOM_PREFIX)
@@ -64,7 +65,7 @@ def check_model_name(name: str) -> str:
                               "directory (config.json + weights)")
     if _HUB_ID.fullmatch(name) and not name.startswith((".", "/")):
         return name
-    raise unknown("model", name, [TINY_RANDOM, *BUNDLED, "<hub id>", "<local dir>"])
+    raise unknown("model", name, [TINY_RANDOM, *tiny, *BUNDLED, "<hub id>", "<local dir>"])
 
 
 def _check_model_dir(p: Path) -> str:
