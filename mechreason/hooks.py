@@ -49,15 +49,23 @@ def hooks_context(model: Model, hooks: Mapping[str, HookFn | Sequence[HookFn]]) 
 
 
 def active_hook_count(model: Model) -> int:
-    """How many hooks are attached anywhere in the model (tests use it): torch forward
-    and pre-forward hooks on every module, plus attention-interface hooks."""
+    """How many of mechreason's hooks are attached anywhere in the model (tests use it):
+    torch forward and pre-forward hooks whose function is mechreason's, on every module,
+    plus attention-interface hooks. (transformers attaches hooks of its own, e.g. to
+    record ``output_hidden_states``; those are not counted.)"""
     from mechreason.hookpoints import attention_hook_count
 
     mods = {id(m): m for m in model.hf.modules()}
     if model.tl_bridge is not None:
         mods.update((id(m), m) for m in model.tl_bridge.modules())
-    torch_hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in mods.values())
-    return torch_hooks + attention_hook_count(model.hf)
+    ours = sum(_is_ours(fn) for m in mods.values()
+               for fn in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
+    return ours + attention_hook_count(model.hf)
+
+
+def _is_ours(fn: Any) -> bool:
+    fn = getattr(fn, "__func__", fn)  # bound methods (the steering pre-hook)
+    return str(getattr(fn, "__module__", "")).startswith("mechreason.")
 
 
 def run_forward(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -24,3 +24,17 @@ def smollm():
     from mechreason.models import load_model
 
     return load_model("smollm2-135m-instruct", device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _no_hooks_left(request):
+    """Every test that used the shared tiny model must leave no hook on it."""
+    yield
+    if "tiny" in request.fixturenames:
+        from mechreason.hooks import active_hook_count
+
+        model = request.getfixturevalue("tiny")
+        left = active_hook_count(model)
+        where = sorted({f"{n or 'model'}: {type(m).__name__}" for n, m in model.hf.named_modules()
+                        if m._forward_hooks or m._forward_pre_hooks})
+        assert left == 0, f"{request.node.nodeid} left {left} hook(s) on the tiny model: {where}"

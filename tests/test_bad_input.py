@@ -390,7 +390,7 @@ CASES = [
     C(*DIRS, "--acts", "{missing}", "--out", OUT, msg="is not a capture directory"),
     C(*DIRS, "--acts", "{store}", "--out", "{file}", msg="is an existing file"),
     C(*DIRS, "--acts", "{store}", "--export-gguf", "{dir}", "--out", OUT, msg="--export-gguf"),
-    C(*DIRS, "--acts", "{store}", "--export-gguf", "{tmp}/v.gguf", "--export-layers", "x,y", "--out", OUT, msg="--export-layers 'x,y'"),
+    C(*DIRS, "--acts", "{store}", "--export-gguf", "{tmp}/v.gguf", "--export-layers", "x,y", "--out", OUT, msg="GGUF layers 'x,y'"),
     C(*DIRS, "--acts", "{store}", "--method", "vibes", "--out", OUT, msg="'vibes'"),
     C(*DIRS, "--acts", "{store}", "--out", "{locked}", msg="(pid {holder_pid})"),
     # ---- steer
