@@ -37,13 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mechreason.capture import CaptureConfig, capture, parse_positions
     from mechreason.models import load_model
+    from mechreason.progress import bar, live
 
     cfg = CaptureConfig(hooks=tuple(h.strip() for h in args.hooks.split(",") if h.strip()),
                         positions=parse_positions(args.positions), aggregate=args.aggregate,
                         dtype=args.dtype, batch_size=args.batch_size,
                         shard_rows=args.shard_rows, max_length=args.max_length)
     model = load_model(args.model, device=args.device)
-    store = capture(model, args.input, cfg, args.out)
+    with bar("capture"):  # start / done lines in a log; capture's own bar on a terminal
+        store = capture(model, args.input, cfg, args.out, progress=live())
     print(f"captured {len(store)} rows x {len(store.hooks)} hooks (d_model {store.d_model}) "
           f"from {len(store.items)} items into {args.out}")
     return 0
