@@ -290,13 +290,11 @@ def _bytes_needed(model: Model, cfg: CaptureConfig,
 def _capture_from(model: Model, items: list[_Item],
                   plans: list[list[tuple[list[int], dict[str, Any]]]], cfg: CaptureConfig,
                   out: Path, start: int, done: int, progress: bool) -> ActivationStore:
-    from tqdm.auto import tqdm
+    from mechreason.progress import bar
 
-    bar = tqdm(total=len(items), initial=start, desc="capture", unit="item", disable=not progress)
-    try:
-        return _capture_batches(model, items, plans, cfg, out, start, done, bar)
-    finally:
-        bar.close()  # before any interruption message, not at exit
+    # closed before any interruption message, not at exit
+    with bar("capture", len(items), unit="item", initial=start, enabled=progress) as shown:
+        return _capture_batches(model, items, plans, cfg, out, start, done, shown)
 
 
 def _capture_batches(model: Model, items: list[_Item],

@@ -22,6 +22,7 @@ from typing import Any
 
 from mechreason.artifacts import read_json, write_json
 from mechreason.errors import MechReasonError, unknown
+from mechreason.progress import bar, live
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,9 @@ def stage_acts(run: _Run) -> dict[str, Any]:
 
     # Every position: the direction reads the last prompt token, the SAE the generated ones.
     cfg = CaptureConfig(hooks=("blocks.*.hook_resid_post",), positions="all", dtype="float16")
-    store = capture(run.model, run.out / "traces" / "traces.jsonl", cfg, run.out / "acts")
+    # capture draws its own tqdm bar: on a terminal only, so a log file stays clean
+    store = capture(run.model, run.out / "traces" / "traces.jsonl", cfg, run.out / "acts",
+                    progress=run.cfg.progress and live())
     return {"captured_vectors": len(store), "captured_hooks": len(store.hooks)}
 
 
@@ -335,8 +338,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
     run = _Run(cfg)
     run.out.mkdir(parents=True, exist_ok=True)
     old = read_json(run.out / "summary.json") if (run.out / "summary.json").is_file() else {}
@@ -349,13 +350,15 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"model": cfg.model, "quick": cfg.quick, "seed": cfg.seed,
                                "sizes": sizes, "stages": {}}
     t_run = time.perf_counter()
-    bar = tqdm(STAGE_ORDER, desc="demo", unit="stage", disable=not cfg.progress)
-    for name in bar:
-        bar.set_description(f"demo: {name}")
-        summary["stages"][name] = rec = _run_stage(run, name, summary["stages"])
-        log.info("stage %s: %s %s", name, rec["status"], rec.get("reason", ""))
-        summary["elapsed_s"] = time.perf_counter() - t_run
-        _write_summary(run, summary)
+    with bar("demo", len(STAGE_ORDER), unit="stage", enabled=cfg.progress) as stages:
+        for name in STAGE_ORDER:
+            stages.note(name)
+            with bar(name, enabled=cfg.progress):
+                summary["stages"][name] = rec = _run_stage(run, name, summary["stages"])
+            stages.update()
+            log.info("stage %s: %s %s", name, rec["status"], rec.get("reason", ""))
+            summary["elapsed_s"] = time.perf_counter() - t_run
+            _write_summary(run, summary)
     return summary
 
 

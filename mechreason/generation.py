@@ -59,7 +59,7 @@ def iter_generate(model: Model, prompt_ids: Sequence[Sequence[int]], cfg: Sampli
                   *, seeds: Sequence[int] | None = None, progress: bool = False,
                   top2: bool = False) -> Iterator[tuple[int, Generation]]:
     """Yield ``(index, Generation)`` as each batch finishes (for append-as-you-go)."""
-    from tqdm.auto import tqdm
+    from mechreason.progress import bar
 
     prompts = [list(p) for p in prompt_ids]
     if any(not p for p in prompts):
@@ -68,16 +68,13 @@ def iter_generate(model: Model, prompt_ids: Sequence[Sequence[int]], cfg: Sampli
         raise MechReasonError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
     row_seeds = list(seeds) if seeds is not None else [cfg.seed + i for i in range(len(prompts))]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    bar = tqdm(total=len(prompts), desc="generate", unit="seq", disable=not progress)
-    try:
+    with bar("generate", len(prompts), unit="seq", enabled=progress) as shown:
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
             gens = _generate_batch(model, [prompts[i] for i in idx],
                                    [row_seeds[i] for i in idx], cfg, top2)
-            bar.update(len(idx))
+            shown.update(len(idx))
             yield from zip(idx, gens)
-    finally:
-        bar.close()
 
 
 def _generate_batch(model: Model, rows: list[list[int]], seeds: list[int],

@@ -25,6 +25,7 @@ from mechreason.errors import MechReasonError
 from mechreason.generation import Generation, SamplingConfig, iter_generate
 from mechreason.grading import extract, grade
 from mechreason.labels import BEHAVIOURS, FUNCTION_TAGS, Labeller, RuleLabeller, behaviours
+from mechreason.progress import bar
 from mechreason.prompts import get_style, render_prompt, stop_strings
 from mechreason.sentences import decode_offsets, sentence_spans
 from mechreason.stats import wilson
@@ -92,16 +93,20 @@ def _run_traces(model: Model, problems: Sequence[Problem], path: Path, *, style:
     prompts = [render_prompt(model, problems[k], st) for k in todo]
     prompt_ids = [model.encode(p) for p in prompts]
     seeds = [row_seed(problems[k].id, cfg.seed) for k in todo]
-    for j, gen in generate_fn(model, prompt_ids, cfg, seeds=seeds, progress=progress):
-        k = todo[j]
-        try:
-            rec = build_record(model, problems[k], st.name, prompts[j], prompt_ids[j], gen, cfg,
-                               seed=seeds[j], labeller=lab, keep_tail=keep_tail)
-        except Exception:  # one bad item must not lose the batch; a re-run retries it
-            log.exception("could not build the record of %s; skipped", ids[k])
-            continue
-        append_record(path, rec)
-        done[rec["id"]] = rec
+    # the generator's own bar stays off: this one counts the same items, nested in the
+    # process's display (mechreason.progress)
+    with bar(f"generate {st.name}", len(todo), unit="seq", enabled=progress) as shown:
+        for j, gen in generate_fn(model, prompt_ids, cfg, seeds=seeds, progress=False):
+            shown.update()
+            k = todo[j]
+            try:
+                rec = build_record(model, problems[k], st.name, prompts[j], prompt_ids[j], gen,
+                                   cfg, seed=seeds[j], labeller=lab, keep_tail=keep_tail)
+            except Exception:  # one bad item must not lose the batch; a re-run retries it
+                log.exception("could not build the record of %s; skipped", ids[k])
+                continue
+            append_record(path, rec)
+            done[rec["id"]] = rec
     return [done[t] for t in ids if t in done]
 
 

@@ -24,6 +24,7 @@ from mechreason.anchors.importance import Importance, Rollout, compute_importanc
 from mechreason.anchors.rollouts import Job, Sampling, batched_rollouts, rollout_seed
 from mechreason.anchors.trace import AnchorTrace
 from mechreason.errors import MechReasonError
+from mechreason.progress import bar
 from mechreason.sentences import split_sentences
 
 log = logging.getLogger(__name__)
@@ -174,23 +175,16 @@ def run_rollouts(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | 
     todo = [j for j in make_jobs(model, trace, cfg) if j.key not in done]
     log.info("%d rollouts done, %d to run", len(done), len(todo))
     stop = answer_stop(model) if cfg.stop_at_answer else None
-    bar = _bar(len(todo), progress)
-    with open(path, "a") as f:
+    with open(path, "a") as f, bar("rollouts", len(todo), unit="rollout",
+                                   enabled=progress) as shown:
         for job, toks in batched_rollouts(model, trace.ids, todo, cfg.sampling,
                                           batch_size=cfg.batch_size, stop=stop):
             rec = _grade(model, trace, cfg, job, toks, extract, grade)
             f.write(json.dumps(rec) + "\n")
             f.flush()
             done[job.key] = rec
-            bar.update(1)
-    bar.close()
+            shown.update()
     return done
-
-
-def _bar(total: int, on: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not on, desc="rollouts", leave=False)
 
 
 def _grade(model, trace: AnchorTrace, cfg: ResampleConfig, job: Job, toks: list[int],

@@ -4,6 +4,11 @@ Each subcommand lives in its own module in this package and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (taking the parsed
 args and returning an exit code). Modules are discovered, so adding a stage adds a
 module and touches nothing else.
+
+``-q`` and ``-v`` mean the same everywhere and go before or after the subcommand:
+``-q`` hides progress and log records below ERROR; ``-v`` logs INFO (``-vv`` DEBUG) and
+shows the upstream deprecation warnings that are otherwise filtered
+(:mod:`mechreason.progress`). Results a command prints on stdout are never hidden.
 """
 
 from __future__ import annotations
@@ -11,13 +16,12 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import logging
 import os
 import pkgutil
 import sys
 from collections.abc import Sequence
 
-from mechreason import __version__
+from mechreason import __version__, progress
 from mechreason.cli._args import Parser
 from mechreason.errors import MechReasonError
 
@@ -31,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mechanistic interpretability of reasoning: capture, directions, SAEs, "
                     "steering, thought anchors and reports.")
     parser.add_argument("--version", action="version", version=f"mechreason {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    _verbosity_flags(parser, default=0)
     parser.add_argument("--backend", choices=["hf", "transformer-lens"], default=None,
                         help="how hooks attach: hf (default; torch hooks on the unmodified HF "
                              "model) or transformer-lens (TransformerLens's Bridge)")
@@ -41,7 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         module.register(sub)
+    for p in sub.choices.values():  # the same flags after the subcommand
+        _verbosity_flags(p, default=argparse.SUPPRESS)
     return parser
+
+
+def _verbosity_flags(p: argparse.ArgumentParser, default: object) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", dest="quiet", action="store_true", default=default,
+                   help="no progress, only errors on stderr (results still print)")
+    g.add_argument("-v", "--verbose", dest="verbose", action="count", default=default,
+                   help="more detail: -v logs INFO and upstream warnings, -vv DEBUG")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,8 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # a usage error (already printed as one line), --help, --version
         return e.code if isinstance(e.code, int) else 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    verbosity = -1 if args.quiet else int(args.verbose or 0)
+    if args.quiet and args.verbose:
+        print("mechreason: error: -q and -v contradict each other; give one", file=sys.stderr)
+        return 2
+    progress.configure(verbosity=verbosity)
+    progress.setup_logging(verbosity)
+    if verbosity <= 0:
+        progress.filter_upstream_warnings()
+    if not progress.live():
+        progress.quiet_upstream_bars()
     if args.backend:  # every load_model of this process
         os.environ["MECHREASON_BACKEND"] = args.backend
     if not getattr(args, "func", None):

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from mechreason.artifacts import atomic_path, write_json
 from mechreason.errors import MechReasonError, unknown
+from mechreason.progress import Progress, bar
 from mechreason.sae.model import SAEConfig, SparseAutoencoder, auxk_loss
 
 log = logging.getLogger(__name__)
@@ -248,8 +249,6 @@ def train_sae(source: BatchSource, cfg: TrainConfig, out_dir: str | os.PathLike[
     """Train (or resume, if ``out_dir`` holds a checkpoint of the same config) and return
     the SAE (normalisation folded) and a summary; the SAE itself is saved by the caller
     (:func:`mechreason.sae.io.save_sae`) so ``out_dir`` here only holds the state."""
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     sae_cfg = SAEConfig(d_in=source.d_in, d_sae=cfg.d_sae or cfg.expansion * source.d_in,
                         arch=cfg.arch,
@@ -270,24 +269,10 @@ def train_sae(source: BatchSource, cfg: TrainConfig, out_dir: str | os.PathLike[
         run.sae.init_from_data(_first_rows(source, cfg.init_rows))
     n_steps = total_steps(cfg, source)
     batches = _batches_from(source, run)
-    bar = tqdm(total=n_steps, initial=run.step, disable=not progress, desc="sae train")
-    while run.step < n_steps:
-        x = next(batches)
-        m = _train_step(run, x, _lr(cfg, run.step, n_steps))
-        _check_finite_metrics(m, run.step + 1)
-        run.step += 1
-        run.batch_in_epoch += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{m['loss']:.3g}", L0=f"{m['l0']:.1f}", FVU=f"{m['fvu']:.3f}",
-                        dead=f"{m['dead']:.2f}", refresh=False)
-        if run.step % 10 == 0 or run.step == n_steps:
-            run.history.append({"step": run.step, **m})
-        if run.step % cfg.checkpoint_every == 0 and run.step < n_steps:
-            run.save(state_path)
-        if on_step is not None:
-            on_step(run.step, m)
-    bar.close()
+    with bar("sae train", n_steps, unit="step", initial=run.step, enabled=progress) as shown:
+        _train_loop(run, batches, n_steps, state_path, shown, on_step)
     summary = {"steps": run.step, "tokens": run.tokens, "final": run.history[-1],
+
                "dead_fraction": float(run.dead().float().mean()), "history": run.history,
                "cfg": dataclasses.asdict(cfg)}
     if cfg.keep_state:
@@ -307,6 +292,26 @@ def _check_finite_metrics(m: dict[str, float], step: int) -> None:
     if bad:
         raise MechReasonError(f"sae train: {bad[0]} became {m[bad[0]]} at step {step}; no SAE "
                               "was saved. Lower --lr, or check the activations for NaN/inf")
+
+
+def _train_loop(run: _Run, batches: Iterator[Tensor], n_steps: int, state_path: Path,
+                shown: Progress, on_step: Callable[[int, dict[str, float]], None] | None) -> None:
+    cfg = run.cfg
+    while run.step < n_steps:
+        x = next(batches)
+        m = _train_step(run, x, _lr(cfg, run.step, n_steps))
+        _check_finite_metrics(m, run.step + 1)
+        run.step += 1
+        run.batch_in_epoch += 1
+        shown.update()
+        shown.note(f"loss={m['loss']:.3g} L0={m['l0']:.1f} FVU={m['fvu']:.3f} "
+                   f"dead={m['dead']:.2f}")
+        if run.step % 10 == 0 or run.step == n_steps:
+            run.history.append({"step": run.step, **m})
+        if run.step % cfg.checkpoint_every == 0 and run.step < n_steps:
+            run.save(state_path)
+        if on_step is not None:
+            on_step(run.step, m)
 
 
 def _batches_from(source: BatchSource, run: _Run) -> Iterator[Tensor]:
