@@ -84,11 +84,13 @@ def out_cache(out: Any) -> Any:
 
 
 class Step(NamedTuple):
-    """What the forward in flight feeds: how many positions are cached before it and
-    the 2-D attention mask over cached + current positions (None: no padding)."""
+    """What the forward in flight feeds: how many positions are cached before it, the
+    2-D attention mask over cached + current positions (None: no padding), and which
+    rows of the generation's first batch are still in it (None: all)."""
 
     past_len: int
     mask: torch.Tensor | None
+    rows: list[int] | None = None
 
 
 _STEP: weakref.WeakKeyDictionary[Any, Step] = weakref.WeakKeyDictionary()
@@ -106,9 +108,10 @@ class Out(NamedTuple):
 
 def forward(hf: Any, ids: torch.Tensor, *, cache: Any = None, mask: torch.Tensor | None = None,
             positions: torch.Tensor | None = None, use_cache: bool = True,
-            logits_to_keep: int | torch.Tensor = 0, decoder_only: bool = False) -> Out:
+            logits_to_keep: int | torch.Tensor = 0, decoder_only: bool = False,
+            rows: list[int] | None = None) -> Out:
     """One no-grad forward of ``hf`` (a causal LM; ``decoder_only``: its base model,
-    skipping the LM head) over ``ids`` (B, T)."""
+    skipping the LM head) over ``ids`` (B, T); ``rows``: see :class:`Step`."""
     import torch
 
     module = decoder(hf) if decoder_only else hf
@@ -120,7 +123,7 @@ def forward(hf: Any, ids: torch.Tensor, *, cache: Any = None, mask: torch.Tensor
     if not decoder_only:
         kw["logits_to_keep"] = logits_to_keep
     past = int(cache.get_seq_length()) if cache is not None else 0
-    _STEP[hf] = Step(past, mask)
+    _STEP[hf] = Step(past, mask, rows)
     try:
         with torch.inference_mode():
             out = module(**kw)
@@ -304,6 +307,6 @@ def decode_loop(model: Model, state: Batch, choose: Choose, done: Done) -> Itera
             nxt = [nxt[r] for r in keep]
         step = torch.tensor(nxt, device=mask.device)[:, None]
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
-        out = forward(model.hf, step, cache=cache, mask=mask, positions=pos[:, None])
+        out = forward(model.hf, step, cache=cache, mask=mask, positions=pos[:, None], rows=live)
         assert out.logits is not None
         cache, pos, logits = out.cache, pos + 1, out.logits[:, -1].float()

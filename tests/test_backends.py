@@ -242,3 +242,34 @@ def test_steering_through_either_backend_gives_identical_tokens():
         with steer(model, iv):
             runs.append([g.ids for g in generate(model, prompts, SamplingConfig(max_new_tokens=10))])
     assert runs[0] == runs[1]
+
+
+def test_steering_follows_rows_that_leave_the_batch():
+    """The engine drops finished rows; the steering state (positions, sentence starts,
+    counted applications) must follow the rows that remain."""
+    model = load_model("tiny-random", device="cpu")
+    prompts = [model.encode(p) for p in PROMPTS]
+    iv = Add(hook="blocks.1.hook_resid_post", vector=torch.randn(
+        model.d_model, generator=torch.Generator().manual_seed(5)), alpha=2.0,
+        positions="sentence-starts")
+    cfg = SamplingConfig(max_new_tokens=16, batch_size=3)
+    with steer(model, iv):
+        first = generate(model, prompts, cfg)
+    stop_tok = first[1].ids[4]  # row 1 ends after 5 tokens, the others run on
+    old = model.hf.generation_config.eos_token_id
+    model.hf.generation_config.eos_token_id = stop_tok
+    try:
+        with steer(model, iv, count=True) as s:
+            batch = generate(model, prompts, cfg)
+        applied = s.applied(iv.hook)
+        alone, alone_applied = [], {}
+        for i, p in enumerate(prompts):
+            with steer(model, iv, count=True) as s1:
+                alone.append(generate(model, [p], cfg)[0])
+            alone_applied[i] = s1.applied(iv.hook).get(0, [])
+    finally:
+        model.hf.generation_config.eos_token_id = old
+    assert batch[1].finish_reason == "eos" and len(batch[1].ids) < len(batch[0].ids)
+    assert [g.ids for g in batch] == [g.ids for g in alone]
+    order = sorted(range(3), key=lambda i: -len(prompts[i]))  # generate's batch order
+    assert {order[r]: applied.get(r, []) for r in range(3)} == alone_applied

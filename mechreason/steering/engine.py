@@ -156,7 +156,8 @@ class Steering:
         batch, length = int(ref.shape[0]), int(ref.shape[1])
         step = step_info(self.model.hf, args, kwargs)
         assert self._tracker is not None
-        state = self._tracker.update(ids, step.mask, step.past_len, batch, length, ref.device)
+        state = self._tracker.update(ids, step.mask, step.past_len, batch, length, ref.device,
+                                     step.rows)
         masks = self._tracker.masks(self.specs, state, self.model.dtype)
         active = masks.flatten(0, 1).any(0).tolist()
         self._call = _Call(masks, active, state)
@@ -164,7 +165,8 @@ class Steering:
     def _record(self, hook: str, m: torch.Tensor, call: _Call) -> None:
         hit = m.any(-1).nonzero().tolist()
         pos = call.state.real_pos
-        self.applications += [(hook, b, int(pos[b, t])) for b, t in hit]
+        rows = self._tracker.rows if self._tracker is not None else []
+        self.applications += [(hook, rows[b] if rows else b, int(pos[b, t])) for b, t in hit]
 
     def applied(self, hook: str) -> dict[int, list[int]]:
         """Row -> sorted positions steered at ``hook`` (needs ``count=True``)."""

@@ -126,10 +126,14 @@ class Tracker:
         self.prompt_lens: torch.Tensor | None = None
         self.texts: list[str] = []  # generated text per row (sentence detection)
         self.starts: list[list[bool]] = []  # per row, per generated position
+        self.rows: list[int] = []  # each current row's index in the generation's first batch
         self._tok_str: dict[int, str] = {}
 
     def update(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-               past_len: int, batch: int, length: int, device: torch.device) -> CallState:
+               past_len: int, batch: int, length: int, device: torch.device,
+               rows: list[int] | None = None) -> CallState:
+        """``rows``: the engine's live rows (indices into the generation's first batch),
+        when finished rows have left the batch; the per-row state follows them."""
         import torch
 
         # a first call that continues a cache made outside the context starts one too
@@ -143,6 +147,8 @@ class Tracker:
             real_pos = (past_len + torch.arange(length, device=device)).expand(batch, length)
         if new:
             self._start(mask, batch, device)
+        elif rows is not None and rows != self.rows:
+            self._keep(rows)
         if input_ids is not None:
             hist = self.history
             self.history = input_ids if hist is None or past_len == 0 else torch.cat(
@@ -176,6 +182,24 @@ class Tracker:
         self.history = None
         self.texts = [""] * batch
         self.starts = [[] for _ in range(batch)]
+        self.rows = list(range(batch))
+
+    def _keep(self, rows: list[int]) -> None:
+        """Drop the state of rows that left the batch (the engine removes finished rows)."""
+        import torch
+
+        where = {r: i for i, r in enumerate(self.rows)}
+        if any(r not in where for r in rows):
+            raise MechReasonError(f"steering lost track of rows {rows} (had {self.rows})")
+        idx = [where[r] for r in rows]
+        assert self.prompt_lens is not None
+        sel = torch.tensor(idx, device=self.prompt_lens.device)
+        self.prompt_lens = self.prompt_lens[sel]
+        if self.history is not None:
+            self.history = self.history[sel]
+        self.texts = [self.texts[i] for i in idx]
+        self.starts = [self.starts[i] for i in idx]
+        self.rows = list(rows)
 
     def _classify(self, input_ids: torch.Tensor, st: CallState) -> None:
         """Extend each row's generated text with tokens not seen before, marking the
