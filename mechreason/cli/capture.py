@@ -42,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.capture import CaptureConfig, capture, parse_positions
     from mechreason.models import load_model
     from mechreason.outputs import check_out_dir, output_lock
-    from mechreason.progress import bar, live
     from mechreason.validate import check_device, check_input_file, check_model_name
 
     check_model_name(args.model)
@@ -55,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
                         shard_rows=args.shard_rows, max_length=args.max_length)
     with output_lock(args.out):
         model = load_model(args.model, device=args.device)
-        with bar("capture"):  # start / done lines in a log; capture's own bar on a terminal
-            store = capture(model, args.input, cfg, args.out, progress=live())
+        store = capture(model, args.input, cfg, args.out)  # reports through mechreason.progress
     print(f"captured {len(store)} rows x {len(store.hooks)} hooks (d_model {store.d_model}) "
           f"from {len(store.items)} items into {args.out}")
     return 0
