@@ -20,9 +20,12 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, mid - half), min(1.0, mid + half))
 
 
-def mean_ci(xs: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
-    """Mean and its normal-approximation interval (standard error of the mean):
-    (mean, low, high); NaNs for no data, a zero-width interval for one value."""
+def mean_ci(xs: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and its Student-t interval (valid at small n, where a normal interval is too
+    narrow: at n = 3 the 95% t multiplier is 4.30, not 1.96): (mean, low, high); NaNs
+    for no data, a zero-width interval for one value."""
+    from scipy.stats import t
+
     n = len(xs)
     if n == 0:
         return (math.nan, math.nan, math.nan)
@@ -30,5 +33,5 @@ def mean_ci(xs: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
     if n == 1:
         return (m, m, m)
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    half = z * sd / math.sqrt(n)
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return (m, m - half, m + half)

@@ -33,10 +33,10 @@ def test_reasons_in_steps(text, want):
     assert reasons_in_steps(text) is want
 
 
-def test_mean_ci_matches_the_normal_interval():
+def test_mean_ci_is_the_student_t_interval():
     m, lo, hi = mean_ci([1.0, 2.0, 3.0, 6.0])
     assert m == 3.0
-    assert hi - m == pytest.approx(1.96 * (14 / 3) ** 0.5 / 2)
+    assert hi - m == pytest.approx(3.182446 * (14 / 3) ** 0.5 / 2)  # t(0.975, df=3)
     assert m - lo == pytest.approx(hi - m)
 
 
