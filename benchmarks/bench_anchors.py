@@ -80,9 +80,9 @@ def _reference(model, trace) -> int:
 
 def b4(model, trace) -> Figure:
     from mechreason.anchors.resampling import answer_stop
-    from mechreason.anchors.rollouts import Sampling
+    from mechreason.engine import SamplingConfig
 
-    sampling = Sampling(temperature=0.6, top_p=0.95, max_new_tokens=CAP)
+    sampling = SamplingConfig(temperature=0.6, top_p=0.95, max_new_tokens=CAP)
     stop = answer_stop(model)
     n = R * trace.n
     t = interleaved({"ours": lambda: _ours(model, trace, sampling, stop),

@@ -12,7 +12,6 @@ repeats, warm-up, sizes, threads, library versions, machine and git commit to
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -146,7 +145,3 @@ def record(fig: Figure, command: str, out: Path = RESULTS) -> Path:
 def figure(id: str, title: str, timing: Timing, ours: str, theirs: str, units: float,
            **kw: Any) -> Figure:
     return Figure(id=id, title=title, ours=ours, theirs=theirs, units=units, timing=timing, **kw)
-
-
-def replace(fig: Figure, **kw: Any) -> Figure:
-    return dataclasses.replace(fig, **kw)

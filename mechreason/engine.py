@@ -139,7 +139,7 @@ def decoder(hf: Any) -> Any:
     return hf.get_decoder() if hasattr(hf, "get_decoder") else hf.model
 
 
-def step_info(hf: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step:
+def step_info(hf: Any, kwargs: dict[str, Any]) -> Step:
     """The :class:`Step` of the forward in flight: the engine's own when it runs the
     forward, else derived from the call (HF ``generate`` or a user's own loop)."""
     own = _STEP.get(hf)
@@ -273,8 +273,9 @@ def prefill(model: Model, prompts: Sequence[Sequence[int]]) -> Batch:
     return Batch(out.cache, mask, pos[:, -1] + 1, out.logits[:, -1].float())
 
 
-Choose = Callable[["torch.Tensor", list[int]], list[int]]
-"""``choose(logits (B_live, V), live_row_ids) -> next token per live row``."""
+Choose = Callable[["torch.Tensor", list[int], list[list[int]]], list[int]]
+"""``choose(logits (B_live, V), live_row_ids, tokens_so_far_by_row) -> next token per
+live row``."""
 Done = Callable[[int, list[int]], bool]
 """``done(row_id, tokens_so_far) -> True once the row is finished``."""
 
@@ -289,7 +290,7 @@ def decode_loop(model: Model, state: Batch, choose: Choose, done: Done) -> Itera
     live = list(range(int(mask.shape[0])))
     tokens: list[list[int]] = [[] for _ in live]
     while True:
-        nxt = choose(logits, live)
+        nxt = choose(logits, live, tokens)
         keep = []
         for r, (row, t) in enumerate(zip(live, nxt)):
             tokens[row].append(int(t))

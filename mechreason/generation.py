@@ -84,7 +84,7 @@ def _generate_batch(model: Model, rows: list[list[int]], seeds: list[int],
     reason: list[str] = ["length"] * len(rows)
     probs: list[list[tuple[float, float]]] = [[] for _ in rows]
 
-    def choose(logits: torch.Tensor, live: list[int]) -> list[int]:
+    def choose(logits: torch.Tensor, live: list[int], _tokens: list[list[int]]) -> list[int]:
         if top2:
             for row, t in zip(live, logits.softmax(-1).topk(2, dim=-1).values.tolist()):
                 probs[row].append((t[0], t[1]))

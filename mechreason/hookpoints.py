@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -300,8 +299,3 @@ def build_points(hf: Any) -> dict[str, HookPoint]:
             put((b + "hook_resid_mid",),
                 _mid_point(b + "hook_resid_mid", block, _get(block, fam.ln2)))
     return pts
-
-
-def block_index(name: str) -> int | None:
-    m = re.match(r"blocks\.(\d+)\.", name)
-    return int(m.group(1)) if m else None

@@ -13,12 +13,11 @@ from mechreason.anchors.embed import fallback_extract, fallback_grade
 from mechreason.anchors.resampling import ROLLOUTS_JSONL, ResampleConfig, make_jobs, run_rollouts
 from mechreason.anchors.rollouts import (
     Job,
-    Sampling,
     batched_rollouts,
     naive_rollouts,
     rollout_seed,
-    sample_next,
 )
+from mechreason.engine import SamplingConfig, sample
 from mechreason.errors import MechReasonError
 from mechreason.generation import nucleus_drop
 
@@ -34,7 +33,7 @@ def _jobs(trace):
 @pytest.mark.parametrize("batch_size", [1, 3, 7])
 def test_batched_equals_naive(tiny, batch_size):
     trace = make_trace(tiny)
-    cfg = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=11)
+    cfg = SamplingConfig(temperature=1.0, top_p=0.9, max_new_tokens=11)
     stop_tok = 101
 
     def stop(job, toks):
@@ -59,7 +58,7 @@ def test_sampler_matches_distribution(temperature, top_p):
     target[order[keep]] = sorted_p[keep] / sorted_p[keep].sum()
     n = 3000
     gens = [torch.Generator().manual_seed(s) for s in range(n)]
-    draws = sample_next(logits.expand(n, -1), gens, Sampling(temperature=temperature, top_p=top_p))
+    draws = sample(logits.expand(n, -1), SamplingConfig(temperature=temperature, top_p=top_p), gens)
     freq = torch.bincount(draws, minlength=5).float() / n
     sigma = (target * (1 - target) / n).sqrt()
     assert ((freq - target).abs() <= 4 * sigma + 1e-9).all(), (freq, target)
@@ -84,15 +83,15 @@ def test_nucleus_mask_equals_full_sort(top_p):
                                 {"max_new_tokens": 0}])
 def test_bad_sampling_rejected(kw):
     with pytest.raises(MechReasonError):
-        Sampling(**kw)
+        SamplingConfig(**kw)
 
 
 def test_bad_jobs_rejected(tiny):
     trace = make_trace(tiny)
     with pytest.raises(MechReasonError, match="prefix lengths"):
-        list(batched_rollouts(tiny, trace.ids, [Job("a", 0, 1)], Sampling()))
+        list(batched_rollouts(tiny, trace.ids, [Job("a", 0, 1)], SamplingConfig()))
     with pytest.raises(MechReasonError, match="unique"):
-        list(batched_rollouts(tiny, trace.ids, [Job("a", 3, 1), Job("a", 4, 2)], Sampling()))
+        list(batched_rollouts(tiny, trace.ids, [Job("a", 3, 1), Job("a", 4, 2)], SamplingConfig()))
 
 
 def test_jobs_slice_by_token_span(tiny):

@@ -25,6 +25,7 @@ FAMILIES = {"llama": "tiny-random", "gemma": "tiny-random-gemma"}
 PROMPTS = ["Tom has 3 apples. He buys 2 more.", "Hi.", "Count: 1, 2, 3, 4"]
 
 
+@functools.cache
 def _bridge_works() -> str | None:
     """Why the Bridge cannot run here (None if it can)."""
     try:

@@ -17,7 +17,6 @@ from mechreason._lazy import lazy_getattr
 _EXPORTS = {
     "AnchorTrace": "mechreason.anchors.trace",
     "trace_from_ids": "mechreason.anchors.trace",
-    "Sampling": "mechreason.anchors.rollouts",
     "Job": "mechreason.anchors.rollouts",
     "batched_rollouts": "mechreason.anchors.rollouts",
     "naive_rollouts": "mechreason.anchors.rollouts",

@@ -21,8 +21,9 @@ from typing import Any
 
 from mechreason.anchors.embed import Embedder, Extractor, Grader, default_answer_fns
 from mechreason.anchors.importance import Importance, Rollout, compute_importance
-from mechreason.anchors.rollouts import Job, Sampling, batched_rollouts, rollout_seed
+from mechreason.anchors.rollouts import Job, batched_rollouts, rollout_seed
 from mechreason.anchors.trace import AnchorTrace
+from mechreason.engine import SamplingConfig
 from mechreason.errors import MechReasonError
 from mechreason.progress import bar
 from mechreason.sentences import split_sentences
@@ -71,12 +72,12 @@ class ResampleConfig:
             raise MechReasonError(f"kl_epsilon must be > 0, got {self.kl_epsilon}")
         if not self.temperature > 0:  # greedy rollouts would all be the same
             raise MechReasonError(f"resampling needs temperature > 0, got {self.temperature}")
-        Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+        _ = self.sampling  # building it validates temperature, top_p and max_new_tokens
 
     @property
-    def sampling(self) -> Sampling:
-        return Sampling(temperature=self.temperature, top_p=self.top_p,
-                        max_new_tokens=self.max_new_tokens)
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens)
 
 
 # Fields that change rollouts: a resumed run must agree on them.

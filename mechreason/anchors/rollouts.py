@@ -11,8 +11,8 @@ prefilled ONCE and every rollout starts from that cache:
   ``position_ids``, so rows of different chunks share one batch;
 - rows leave the batch as soon as they stop (EOS, the length cap, or a caller's
   predicate such as "the answer is out"), so later steps are cheaper;
-- sampling is temperature + top-p by the Gumbel-max trick with one seeded
-  ``torch.Generator`` per rollout, so a rollout's tokens do not depend on which rows
+- sampling is the engine's one sampler (:func:`mechreason.engine.sample`: temperature,
+  top-p, Gumbel-max with one seeded ``torch.Generator`` per rollout), so a rollout's tokens do not depend on which rows
   share its batch: the batched engine and the naive one-rollout-at-a-time
   :func:`naive_rollouts` give the same tokens under the same seeds.
 """
@@ -36,12 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-Sampling = SamplingConfig
-"""Rollouts sample with the engine's one config (``temperature``, ``top_p``,
-``max_new_tokens``; the Thought Anchors settings are 0.6 / 0.95, set by
-:class:`mechreason.anchors.resampling.ResamplingConfig`)."""
-
-
 class Job(NamedTuple):
     """One rollout to run."""
 
@@ -54,7 +48,7 @@ class Job(NamedTuple):
     forced: tuple[int, ...] = ()
     """Tokens emitted first, before sampling starts (a forced-answer suffix)."""
     max_new_tokens: int | None = None
-    """Overrides :attr:`Sampling.max_new_tokens` for this rollout."""
+    """Overrides :attr:`SamplingConfig.max_new_tokens` for this rollout."""
 
 
 StopFn = Callable[[Job, list[int]], bool]
@@ -67,41 +61,33 @@ def rollout_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def sample_next(logits: torch.Tensor, gens: Sequence[torch.Generator],
-                cfg: SamplingConfig) -> torch.Tensor:
-    """One token per row from each row's own generator (the engine's sampler)."""
-    return engine.sample(logits, cfg, gens)
-
-
 class _Rows:
-    """The live rows of one batch: jobs, generated tokens, generators, positions."""
+    """The jobs of one batch and their generators (rows indexed as in the engine)."""
 
     def __init__(self, jobs: list[Job]):
         self.jobs = jobs
-        self.tokens: list[list[int]] = [[] for _ in jobs]
         self.gens = engine.generators([j.seed for j in jobs])
 
-    def choose(self, logits: torch.Tensor, live: list[int], cfg: Sampling) -> list[int]:
+    def choose(self, logits: torch.Tensor, live: list[int], tokens: list[list[int]],
+               cfg: SamplingConfig) -> list[int]:
         """The next token of every live row: forced if any are left, else sampled (only
         the sampled rows draw noise, so forced tokens never shift a generator)."""
         out = [0] * len(live)
         sampled = []
         for i, r in enumerate(live):
-            job, toks = self.jobs[r], self.tokens[r]
+            job, toks = self.jobs[r], tokens[r]
             if len(toks) < len(job.forced):
                 out[i] = job.forced[len(toks)]
             else:
                 sampled.append(i)
         if sampled:
-            picks = sample_next(logits[sampled], [self.gens[live[i]] for i in sampled], cfg)
+            picks = engine.sample(logits[sampled], cfg, [self.gens[live[i]] for i in sampled])
             for i, t in zip(sampled, picks.tolist()):
                 out[i] = int(t)
-        for r, t in zip(live, out):
-            self.tokens[r].append(t)
         return out
 
 
-def _done(job: Job, toks: list[int], cfg: Sampling, eos: set[int], stop: StopFn | None) -> bool:
+def _done(job: Job, toks: list[int], cfg: SamplingConfig, eos: set[int], stop: StopFn | None) -> bool:
     if len(toks) >= (job.max_new_tokens or cfg.max_new_tokens):
         return True
     if len(toks) <= len(job.forced):  # the last token was forced: never a stop
@@ -122,7 +108,7 @@ def prefill(model: Model, ids: Sequence[int], positions: Sequence[int]):
     return out.cache, out.logits[0].float(), rows
 
 
-def batched_rollouts(model: Model, ids: Sequence[int], jobs: Sequence[Job], cfg: Sampling, *,
+def batched_rollouts(model: Model, ids: Sequence[int], jobs: Sequence[Job], cfg: SamplingConfig, *,
                      batch_size: int = 32, stop: StopFn | None = None) -> Iterator[tuple[Job, list[int]]]:
     """Run ``jobs`` over the trace ``ids`` from one shared prefill; yield each
     ``(job, new_tokens)`` as soon as it finishes (see the module docstring)."""
@@ -137,7 +123,7 @@ def batched_rollouts(model: Model, ids: Sequence[int], jobs: Sequence[Job], cfg:
         yield from _run_batch(model, full, first, batch, cfg, stop)
 
 
-def _run_batch(model: Model, full, first: torch.Tensor, batch: list[Job], cfg: Sampling,
+def _run_batch(model: Model, full, first: torch.Tensor, batch: list[Job], cfg: SamplingConfig,
                stop: StopFn | None) -> Iterator[tuple[Job, list[int]]]:
     import torch
 
@@ -149,10 +135,10 @@ def _run_batch(model: Model, full, first: torch.Tensor, batch: list[Job], cfg: S
     yield from _decode(model, state, _Rows(list(batch)), cfg, eos, stop)
 
 
-def _decode(model: Model, state: engine.Batch, rows: _Rows, cfg: Sampling, eos: set[int],
+def _decode(model: Model, state: engine.Batch, rows: _Rows, cfg: SamplingConfig, eos: set[int],
             stop: StopFn | None) -> Iterator[tuple[Job, list[int]]]:
-    def choose(logits: torch.Tensor, live: list[int]) -> list[int]:
-        return rows.choose(logits, live, cfg)
+    def choose(logits: torch.Tensor, live: list[int], tokens: list[list[int]]) -> list[int]:
+        return rows.choose(logits, live, tokens, cfg)
 
     def done(r: int, toks: list[int]) -> bool:
         return _done(rows.jobs[r], toks, cfg, eos, stop)
@@ -161,7 +147,7 @@ def _decode(model: Model, state: engine.Batch, rows: _Rows, cfg: Sampling, eos: 
         yield rows.jobs[r], toks
 
 
-def naive_rollouts(model: Model, ids: Sequence[int], jobs: Sequence[Job], cfg: Sampling, *,
+def naive_rollouts(model: Model, ids: Sequence[int], jobs: Sequence[Job], cfg: SamplingConfig, *,
                    stop: StopFn | None = None) -> Iterator[tuple[Job, list[int]]]:
     """The reference path: each rollout alone, its prefix run from scratch, a plain
     growing cache. Same sampler and seeds as :func:`batched_rollouts`."""

@@ -154,7 +154,7 @@ class Steering:
         if ref is None:
             raise MechReasonError("steering needs input_ids or inputs_embeds in the forward call")
         batch, length = int(ref.shape[0]), int(ref.shape[1])
-        step = step_info(self.model.hf, args, kwargs)
+        step = step_info(self.model.hf, kwargs)
         assert self._tracker is not None
         state = self._tracker.update(ids, step.mask, step.past_len, batch, length, ref.device,
                                      step.rows)
