@@ -100,7 +100,7 @@ class Out(NamedTuple):
     """One forward's result."""
 
     logits: torch.Tensor | None
-    """(B, T', V) float logits (T' as kept), or None for a decoder-only forward."""
+    """(B, T', V) logits in the model's dtype (T' as kept), or None for a decoder-only forward."""
     hidden: torch.Tensor | None
     """(B, T, d) last hidden state (final norm applied) of a decoder-only forward."""
     cache: Any
