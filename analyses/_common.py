@@ -1,6 +1,6 @@
 """Shared plumbing of the analyses scripts: arguments, model and trace set-up, interval
 helpers and the report every script writes (``report.md``, ``results.json``,
-``meta.json`` and, where one fits, a figure through :mod:`mechreason.plots`).
+``meta.json`` and, where one fits, a figure through :mod:`mechreason.report.plots`).
 
 The scripts reproduce seed methods at small scale with the stage modules; this module
 holds only what all seven share, so each script reads as its method.
@@ -46,7 +46,7 @@ def parser(doc: str, *, n: int) -> argparse.ArgumentParser:
 def start(args: argparse.Namespace) -> tuple[Any, Path]:
     """Configure logging, create ``--out`` and load ``--model``."""
     from mechreason.errors import MechReasonError
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     _STARTED[0] = time.monotonic()
@@ -71,7 +71,7 @@ def is_real(args: argparse.Namespace) -> bool:
 def problems(args: argparse.Namespace, n: int | None = None, *, offset: int = 0) -> list[Any]:
     """``n`` procedural arithmetic problems (the task every bundled model can attempt);
     ``offset`` draws a disjoint held-out set from another seed (two under ``--quick``)."""
-    from mechreason.tasks import make_problems
+    from mechreason.traces.tasks import make_problems
 
     n = n or args.n
     if offset and args.quick:
@@ -94,9 +94,9 @@ weights emit no sentences, so quick runs still exercise sentence labels and span
 
 def scripted_generate(model: Any, prompt_ids: Sequence[Sequence[int]], cfg: Any, *,
                       seeds: Sequence[int] | None = None, progress: bool = False) -> Any:
-    """A ``generate_fn`` for :func:`mechreason.traces.run_traces` yielding SCRIPTED texts."""
-    from mechreason.generation import Generation
-    from mechreason.sentences import decode_offsets
+    """A ``generate_fn`` for :func:`mechreason.traces.run.run_traces` yielding SCRIPTED texts."""
+    from mechreason.model.generation import Generation
+    from mechreason.traces.sentences import decode_offsets
 
     for i in range(len(prompt_ids)):
         ids = model.encode(SCRIPTED[i % len(SCRIPTED)], special=False)
@@ -108,8 +108,8 @@ def traces(model: Any, probs: Sequence[Any], path: Path, *, style: str,
            ) -> list[dict[str, Any]]:
     """Greedy traces of ``probs`` in ``style`` (resumes from ``path``); ``scripted``
     replaces generation by :data:`SCRIPTED` texts (for ``tiny-random`` only)."""
-    from mechreason.generation import SamplingConfig, iter_generate
-    from mechreason.traces import run_traces
+    from mechreason.model.generation import SamplingConfig, iter_generate
+    from mechreason.traces.run import run_traces
 
     cfg = SamplingConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
     return run_traces(model, probs, path, style=style, sampling=cfg,
@@ -119,7 +119,7 @@ def traces(model: Any, probs: Sequence[Any], path: Path, *, style: str,
 def capture_traces(model: Any, records_path: Path, out_dir: Path, hooks: Sequence[str], *,
                    positions: str = "all") -> Any:
     """Residual activations of trace records (token rows), as an ActivationStore."""
-    from mechreason.capture import CaptureConfig, capture
+    from mechreason.activations.run import CaptureConfig, capture
 
     cfg = CaptureConfig(hooks=tuple(hooks), positions=positions, batch_size=4)
     return capture(model, records_path, cfg, out_dir, progress=False)
@@ -127,7 +127,7 @@ def capture_traces(model: Any, records_path: Path, out_dir: Path, hooks: Sequenc
 
 def write_records(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
     """Write trace records (possibly with added fields) as JSONL."""
-    from mechreason.traces import write_traces
+    from mechreason.traces.run import write_traces
 
     write_traces(path, records)
     return path
@@ -136,7 +136,7 @@ def write_records(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
 def existing_sae(args: argparse.Namespace, model: Any) -> tuple[Any, str]:
     """``--sae DIR``, else a shipped SAE under sae_checkpoints/ trained on this model;
     ``(None, why)`` when there is neither."""
-    from mechreason.demo_stages import shipped_sae
+    from mechreason.report.demo_stages import shipped_sae
     from mechreason.sae.io import load_sae
 
     if getattr(args, "sae", None):
@@ -279,6 +279,6 @@ def save_figure(args: argparse.Namespace, fig_fn: Callable[[], Any], out: Path, 
     """Build and save a figure (HTML, PNG where kaleido and Chromium exist)."""
     if args.no_figure:
         return []
-    from mechreason.plots import save_figure as save
+    from mechreason.report.plots import save_figure as save
 
     return [p.name for p in save(fig_fn(), out / stem)]

@@ -8,7 +8,7 @@ prompt, and the answer margin finds them (Mistral-7B, GSM8K: greedy 9.9% ->
 CoT-decoding 25.1%, Table 1).
 
 Here: procedural arithmetic problems asked with the question alone (no CoT
-instruction), :func:`mechreason.steering.cot_decoding.cot_decode` per problem;
+instruction), :func:`mechreason.methods.cot_decoding.cot_decode` per problem;
 greedy is branch 0. Control: a random branch (the expected accuracy of picking one of
 the k paths uniformly). Writes report.md, results.json and a figure of accuracy
 against k.
@@ -30,7 +30,7 @@ PAPER = {"model": "Mistral-7B", "task": "GSM8K", "greedy": 0.099, "cot_decoding"
 
 def question_style() -> str:
     """A prompt style with the question alone (the paper prompts without any CoT cue)."""
-    from mechreason.prompts import PromptStyle, register_style
+    from mechreason.traces.prompts import PromptStyle, register_style
 
     register_style(PromptStyle(name="question-only", user="{question}",
                                base="Q: {question}\nA:"), replace=True)
@@ -39,10 +39,10 @@ def question_style() -> str:
 
 def decode_all(model: Any, probs: list[Any], k: int, max_new_tokens: int) -> list[dict[str, Any]]:
     """CoT-decode every problem; per problem the paths' correctness, scores, step use."""
-    from mechreason.grading import grade
-    from mechreason.prompts import render_prompt
-    from mechreason.steering.cot_decoding import cot_decode
+    from mechreason.methods.cot_decoding import cot_decode
     from mechreason.steering.evaluate import reasons_in_steps
+    from mechreason.traces.grading import grade
+    from mechreason.traces.prompts import render_prompt
 
     style = question_style()
     rows = []
@@ -92,7 +92,7 @@ def measure(rows: list[dict[str, Any]], k: int, seed: int) -> dict[str, Any]:
 
 
 def figure(m: dict[str, Any]) -> Any:
-    from mechreason.plots import dose_response
+    from mechreason.report.plots import dose_response
 
     c = m["curve"]
     pick = {key: [x[key] for x in c["random"]] for key in ("value", "lo", "hi")}

@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.max_new_tokens, args.coefs = min(args.n, 4), 12, args.coefs[:1]
-    from mechreason.generation import SamplingConfig
-    from mechreason.prompts import render_prompt
+    from mechreason.model.generation import SamplingConfig
     from mechreason.steering import AddLatent
     from mechreason.steering.evaluate import (
         contrast_latents,
@@ -70,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         random_latent,
         run_arm,
     )
+    from mechreason.traces.prompts import render_prompt
 
     model, out = C.start(args)
     disc, held = C.problems(args), C.problems(args, offset=1)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _figure(arms: dict[str, Any], coefs: list[float]) -> Any:
-    from mechreason.plots import dose_response
+    from mechreason.report.plots import dose_response
 
     x = [0.0, *coefs]
     base = arms["direct (unsteered)"]["accuracy"]

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _figure(latents: list[int], scores: list[float]) -> Any:
-    from mechreason.plots import feature_ranking
+    from mechreason.report.plots import feature_ranking
 
     return feature_ranking(latents, scores, score_name="ReasonScore",
                            title="ReasonScore: top SAE latents")

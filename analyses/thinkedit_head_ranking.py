@@ -9,7 +9,7 @@ across math benchmarks (v1: ~2% of heads, +5.44% and +2.43%).
 
 Here: cot traces of procedural arithmetic problems; the length terciles (short vs long
 generated tokens) of ``mechreason.directions`` give the mean-difference direction of the
-reasoning-span residual at every layer; :func:`mechreason.steering.head_edit.rank_heads`
+reasoning-span residual at every layer; :func:`mechreason.methods.head_edit.rank_heads`
 ranks heads by their mean write along it over the reasoning spans; the top heads are
 edited with :func:`edit_heads` and the model re-answers held-out problems, beside a
 control that edits as many random heads. Reports length and accuracy per arm with
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.n, args.max_new_tokens = min(args.n, 4), 12
 
-    from mechreason.steering.head_edit import edit_heads, rank_heads
+    from mechreason.methods.head_edit import edit_heads, rank_heads
 
     model, out = C.start(args)
     train = C.traces(model, C.problems(args), out / "traces_cot.jsonl", style="cot",
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _figure(grid: list[list[float]], top: list[tuple[int, int]]) -> Any:
-    from mechreason.plots import receiver_kurtosis
+    from mechreason.report.plots import receiver_kurtosis
 
     fig = receiver_kurtosis(grid, top_heads=top,
                             title="ThinkEdit: each head's mean write along short-minus-long")

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _figure(rows: list[dict[str, Any]]) -> Any:
-    from mechreason.plots import sentence_importance
+    from mechreason.report.plots import sentence_importance
 
     vals = [r.get("counterfactual_kl") or 0.0 for r in rows]
     return sentence_importance(vals, [r.get("labels") or ["(none)"] for r in rows],

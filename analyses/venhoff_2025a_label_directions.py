@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _figure(layers: list[int], lay: list[dict[str, Any]], best: int, lab: str) -> Any:
-    from mechreason.plots import layer_sweep
+    from mechreason.report.plots import layer_sweep
 
     return layer_sweep(layers, {"held-out AUROC": [r["auroc"] for r in lay],
                                 "random direction": [r["random_auroc"] for r in lay]},

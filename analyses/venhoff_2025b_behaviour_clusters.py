@@ -11,7 +11,7 @@ Here: cot traces, sentence-mean residuals at one layer,
 :func:`mechreason.sae.behaviours.discover_behaviours` (small top-k SAE, or k-means with
 ``--method kmeans``), scored by normalised mutual information with the rule labels
 against a shuffled-assignment control; then the hybrid loop
-(:func:`mechreason.steering.hybrid.hybrid_generate`) with the same model as base and
+(:func:`mechreason.methods.hybrid.hybrid_generate`) with the same model as base and
 thinking model, whose invariant is that nothing is steered and the output equals
 greedy decoding. The 91% needs a base/thinking pair sharing a tokenizer, which the
 bundled models do not include.
@@ -68,8 +68,8 @@ def shuffled_nmi(res: dict[str, Any], recs: list[dict[str, Any]], seed: int, n: 
 def hybrid_invariant(model: Any, hook: str, vectors: Any, prompts: list[list[int]],
                      max_new_tokens: int) -> dict[str, Any]:
     """Same model as base and thinking: share of tokens steered and agreement with greedy."""
-    from mechreason.generation import SamplingConfig, generate
-    from mechreason.steering.hybrid import HybridConfig, hybrid_generate
+    from mechreason.methods.hybrid import HybridConfig, hybrid_generate
+    from mechreason.model.generation import SamplingConfig, generate
 
     cfg = HybridConfig(hook=hook, select_hook=hook, max_new_tokens=max_new_tokens)
     steered = total = same = 0
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.max_new_tokens, args.clusters, args.hybrid_prompts = min(args.n, 4), 12, 3, 1
-    from mechreason.prompts import render_prompt
+    from mechreason.traces.prompts import render_prompt
 
     model, out = C.start(args)
     res, hook, recs = clusters(args, model, out)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _figure(res: dict[str, Any]) -> Any:
-    from mechreason.plots import label_fractions
+    from mechreason.report.plots import label_fractions
 
     total = max(res["n_sentences"], 1)
     return label_fractions({"cot": {f"cluster {c['cluster']} ({c['best_label']})": c["size"] / total

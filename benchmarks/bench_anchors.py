@@ -80,7 +80,7 @@ def _reference(model, trace) -> int:
 
 def b4(model, trace) -> Figure:
     from mechreason.anchors.resampling import answer_stop
-    from mechreason.engine import SamplingConfig
+    from mechreason.model.engine import SamplingConfig
 
     sampling = SamplingConfig(temperature=0.6, top_p=0.95, max_new_tokens=CAP)
     stop = answer_stop(model)
@@ -110,7 +110,7 @@ def b5(model, trace) -> Figure:
 
 _MEM_CHILD = r"""
 import json, sys, torch
-from mechreason.models import load_model
+from mechreason.model.loading import load_model
 from mechreason.anchors.trace import AnchorTrace
 from mechreason.anchors import receivers
 T, arm = int(sys.argv[1]), sys.argv[2]
@@ -158,7 +158,7 @@ def recv_mem() -> list[tuple[str, float, float, float]]:
 
 
 def run(ids: list[str]) -> list[Figure]:
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
 
     figs = []
     if "B4" in ids or "B5" in ids:

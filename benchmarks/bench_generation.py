@@ -44,7 +44,7 @@ def _hand_hooks(model, vectors: dict[int, torch.Tensor]):
 
 
 def _ours(model, prompts, ivs=None) -> None:
-    from mechreason.generation import SamplingConfig, generate
+    from mechreason.model.generation import SamplingConfig, generate
     from mechreason.steering import steer
 
     cfg = SamplingConfig(max_new_tokens=NEW, batch_size=len(prompts))
@@ -68,7 +68,7 @@ def _with_hooks(model, vectors, fn):
 
 
 def run(ids: list[str]) -> list[Figure]:
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
     from mechreason.steering import Add
 
     model = load_model(MODEL, device="cpu")

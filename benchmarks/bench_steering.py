@@ -29,7 +29,7 @@ def _hand_clamp(model, sae):
 
 
 def run(ids: list[str]) -> list[Figure]:
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
     from mechreason.sae.model import SAEConfig, SparseAutoencoder
     from mechreason.steering import Clamp
 

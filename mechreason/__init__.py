@@ -12,14 +12,14 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "MechReasonError": "mechreason.errors",
-    "load_model": "mechreason.models",
-    "list_models": "mechreason.models",
-    "Model": "mechreason.models",
-    "hook_name": "mechreason.models",
-    "capture": "mechreason.capture",
-    "CaptureConfig": "mechreason.capture",
-    "ActivationStore": "mechreason.capture",
-    "hooks_context": "mechreason.hooks",
+    "load_model": "mechreason.model.loading",
+    "list_models": "mechreason.model.loading",
+    "Model": "mechreason.model.loading",
+    "hook_name": "mechreason.model.loading",
+    "capture": "mechreason.activations.run",
+    "CaptureConfig": "mechreason.activations.run",
+    "ActivationStore": "mechreason.activations.run",
+    "hooks_context": "mechreason.model.hooks",
 }
 
 __all__ = ["__version__", *_EXPORTS]

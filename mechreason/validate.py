@@ -47,7 +47,13 @@ def check_device(device: str | None) -> str | None:
 def check_model_name(name: str) -> str:
     """Refuse a model name that cannot load, without loading it: an unknown short name,
     a directory that is not an HF model, a bundled model whose package is missing."""
-    from mechreason.models import BUNDLED, RANDOM_CONFIGS, RANDOM_PREFIX, TINY_FAMILIES, TINY_RANDOM
+    from mechreason.model.loading import (
+        BUNDLED,
+        RANDOM_CONFIGS,
+        RANDOM_PREFIX,
+        TINY_FAMILIES,
+        TINY_RANDOM,
+    )
 
     tiny = [f"{TINY_RANDOM}-{f}" for f in TINY_FAMILIES if f != "llama"]
     if name == TINY_RANDOM or name in BUNDLED or name in tiny:

@@ -49,7 +49,7 @@ def gen(out: Path) -> None:
 
     from mechreason.anchors.embed import fallback_extract, fallback_grade
     from mechreason.anchors.trace import trace_from_ids
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
 
     model = load_model("smollm2-135m-instruct", device="cpu")
     pad = model.pad_id
@@ -87,8 +87,8 @@ def gen(out: Path) -> None:
 
 
 def _regrade(out: Path) -> None:
-    """Grade every record with mechreason.grading (gen used the fallback grader)."""
-    from mechreason.grading import extract_answer, grade
+    """Grade every record with mechreason.traces.grading (gen used the fallback grader)."""
+    from mechreason.traces.grading import extract_answer, grade
 
     path = out / "traces.jsonl"
     recs = [json.loads(line) for line in path.read_text().splitlines()]
@@ -114,7 +114,7 @@ def run(out: Path, methods: str = "resample,receivers,suppression") -> None:
     processes on a crowded machine, then ``join``)."""
     from mechreason.anchors.analysis import AnchorsConfig, analyze, load_traces
     from mechreason.anchors.resampling import ResampleConfig
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
 
     model = load_model("smollm2-135m-instruct", device="cpu")
     traces = load_traces(model, out / "traces.jsonl")

@@ -22,9 +22,9 @@ MODEL = os.environ.get("MEASURE_MODEL", "smollm2-135m-instruct")
 
 
 def traces(model, out: Path, n: int) -> dict[str, Path]:
-    from mechreason.generation import SamplingConfig
-    from mechreason.tasks import make_problems
-    from mechreason.traces import run_traces
+    from mechreason.model.generation import SamplingConfig
+    from mechreason.traces.tasks import make_problems
+    from mechreason.traces.run import run_traces
 
     problems = make_problems("arithmetic", n, seed=0)
     paths = {}
@@ -62,8 +62,8 @@ def with_behaviours(src: Path, dst: Path) -> Path:
 def main() -> None:
     import torch
 
-    from mechreason.capture import CaptureConfig, capture
-    from mechreason.models import load_model
+    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.model.loading import load_model
 
     torch.set_num_threads(1)  # a shared 2-core machine: one thread avoids oversubscription
     out, n = Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 80
@@ -111,12 +111,12 @@ def analyse(out: Path) -> None:
     """Print the markdown for docs/directions.md and write summary.json."""
     from collections import Counter
 
-    from mechreason.capture import ActivationStore
+    from mechreason.activations.run import ActivationStore
     from mechreason.directions.io import import_gguf, load_direction
     from mechreason.directions.pipeline import export_result, save_result
     from mechreason.directions.read import cosine_matrix, logit_lens
     from mechreason.errors import MechReasonError
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
 
     summary = {}
     for agg, acts in (("first-generated", out / "acts-first"), ("last-prompt", out / "acts-last")):

@@ -13,9 +13,9 @@ import re
 import sys
 from collections import defaultdict
 
-from mechreason.grading import extract, grade
-from mechreason.labels import FUNCTION_TAGS, RuleLabeller
-from mechreason.traces import read_traces, relabel, summarize, wilson
+from mechreason.traces.grading import extract, grade
+from mechreason.traces.labels import FUNCTION_TAGS, RuleLabeller
+from mechreason.traces.run import read_traces, relabel, summarize, wilson
 
 
 def control(records: list[dict]) -> tuple[float, float, float]:

@@ -21,7 +21,7 @@ def make_trace(model, text: str = TEXTS[0], id: str = "t0"):
 
 
 def write_traces(model, path: Path, n: int = 4) -> Path:
-    """A traces JSONL in the ``mechreason.traces`` record layout."""
+    """A traces JSONL in the ``mechreason.traces.run`` record layout."""
     with open(path, "w") as f:
         for k in range(n):
             tr = make_trace(model, TEXTS[k % len(TEXTS)], id=f"t{k}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mechreason.engine import left_pad
+from mechreason.model.engine import left_pad
 
 
 def hf_generate(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,

@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny():
     """A seeded random 4-layer Llama (d_model 64) with a byte-level tokenizer."""
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
 
     return load_model("tiny-random", device="cpu")
 
@@ -21,7 +21,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def smollm():
     """The real default model (slow tests only)."""
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
 
     return load_model("smollm2-135m-instruct", device="cpu")
 
@@ -31,7 +31,7 @@ def _no_hooks_left(request):
     """Every test that used the shared tiny model must leave no hook on it."""
     yield
     if "tiny" in request.fixturenames:
-        from mechreason.hooks import active_hook_count
+        from mechreason.model.hooks import active_hook_count
 
         model = request.getfixturevalue("tiny")
         left = active_hook_count(model)

@@ -17,9 +17,9 @@ from mechreason.anchors.rollouts import (
     naive_rollouts,
     rollout_seed,
 )
-from mechreason.engine import SamplingConfig, sample
 from mechreason.errors import MechReasonError
-from mechreason.generation import nucleus_drop
+from mechreason.model.engine import SamplingConfig, sample
+from mechreason.model.generation import nucleus_drop
 
 
 def _jobs(trace):

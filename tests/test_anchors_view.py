@@ -211,7 +211,7 @@ def test_view_screenshot(tmp_path):
 
 
 def test_report_embeds_the_view(tmp_path):
-    from mechreason.report import ReportConfig, build_report
+    from mechreason.report.html import ReportConfig, build_report
 
     write_anchors_dir(tmp_path / "anchors")
     write_view(tmp_path / "anchors")

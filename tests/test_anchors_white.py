@@ -29,7 +29,7 @@ from mechreason.anchors.suppression import (
     suppression_reference,
 )
 from mechreason.errors import MechReasonError
-from mechreason.hooks import active_hook_count
+from mechreason.model.hooks import active_hook_count
 
 
 def test_sentence_attention_matches_reference(tiny):

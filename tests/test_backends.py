@@ -12,12 +12,12 @@ import functools
 import pytest
 import torch
 
-from mechreason import engine
-from mechreason.engine import SamplingConfig
 from mechreason.errors import MechReasonError
-from mechreason.generation import generate
-from mechreason.hooks import active_hook_count, hooks_context
-from mechreason.models import load_model
+from mechreason.model import engine
+from mechreason.model.engine import SamplingConfig
+from mechreason.model.generation import generate
+from mechreason.model.hooks import active_hook_count, hooks_context
+from mechreason.model.loading import load_model
 from mechreason.steering import Add, steer
 from tests._hf import hf_generate
 
@@ -158,7 +158,7 @@ def test_resid_mid_replacement_changes_the_residual_itself():
 def test_unsupported_family_names_the_supported_ones():
     from transformers import OPTConfig, OPTForCausalLM
 
-    from mechreason.hookpoints import family_of
+    from mechreason.model.hookpoints import family_of
 
     hf = OPTForCausalLM(OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32,
                                   num_attention_heads=2, vocab_size=50))

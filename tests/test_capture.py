@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from mechreason.capture import ActivationStore, CaptureConfig, capture
+from mechreason.activations.run import ActivationStore, CaptureConfig, capture
 from mechreason.errors import MechReasonError
 
 TEXTS = ["Tom has 3 apples.", "x", "The answer is 42. Then some more text follows here.",
@@ -68,7 +68,7 @@ def test_early_stop_equals_full_forward(tiny, tmp_path):
 
 
 def test_early_stop_skips_later_layers(tiny, tmp_path):
-    from mechreason.hooks import hooks_context
+    from mechreason.model.hooks import hooks_context
 
     fired = []
     with hooks_context(tiny, {"blocks.3.hook_resid_pre": lambda x: fired.append(1)}):
@@ -137,7 +137,7 @@ class _Boom(Exception):
 
 
 def test_interrupted_capture_resumes_identically(tiny, tmp_path, monkeypatch):
-    import mechreason.capture as cap
+    import mechreason.activations.run as cap
 
     texts = [f"Item number {i} says {'la ' * (i % 4)}." for i in range(11)]
     ref = capture(tiny, texts, _cfg(shard_rows=1), tmp_path / "ref", progress=False)

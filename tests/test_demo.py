@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from mechreason.cli import main
-from mechreason.demo import STAGE_ORDER, DemoConfig, available, run_demo
 from mechreason.errors import MechReasonError
-from mechreason.report_stages import STAGES
+from mechreason.report.demo import STAGE_ORDER, DemoConfig, available, run_demo
+from mechreason.report.stages import STAGES
 
 
 class _Sections(HTMLParser):
@@ -135,7 +135,7 @@ def test_demo_quick_real_model(tmp_path):
     ([0.7, 0.9, 0.8, 0.75, 0.6, 0.5, 0.9, 0.5, 0.5, 0.5, 0.5], 11, 6),
 ])
 def test_steering_hook_picks_best_middle_layer(aurocs, n_layers, want):
-    from mechreason.demo import steering_hook
+    from mechreason.report.demo import steering_hook
 
     metrics = [{"hook": f"blocks.{i}.hook_resid_post", "auroc": a} for i, a in enumerate(aurocs)]
     assert steering_hook(metrics, n_layers) == f"blocks.{want}.hook_resid_post"
@@ -164,7 +164,7 @@ def test_mean_ci(xs, want):
 
 
 def test_shipped_sae_matches_model_name(tmp_path, tiny):
-    from mechreason.demo_stages import shipped_sae
+    from mechreason.report.demo_stages import shipped_sae
 
     folder = _random_sae(tmp_path, tiny)
     found, why = shipped_sae(tiny, tmp_path)

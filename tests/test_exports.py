@@ -33,18 +33,18 @@ def test_exports_resolve_after_their_submodules_are_imported(package):
 
 def test_capture_name_captures_either_way(tiny, tmp_path):
     import mechreason
-    import mechreason.capture as capture_module  # binds mechreason.capture to the module
+    import mechreason.activations.run as capture_module  # binds mechreason.activations.run to the module
     from mechreason import CaptureConfig, capture
 
     cfg = CaptureConfig(hooks=("blocks.1.hook_resid_post",))
     via_name = capture(tiny, ["one two"], cfg, tmp_path / "a", progress=False)
     via_func = capture_module.capture(tiny, ["one two"], cfg, tmp_path / "b", progress=False)
-    assert mechreason.capture is capture_module
+    assert mechreason.activations.run is capture_module
     assert via_name.load("blocks.1.hook_resid_post").equal(via_func.load("blocks.1.hook_resid_post"))
 
 
 def test_readme_import_line_in_a_fresh_interpreter():
     code = ("from mechreason import load_model, capture, CaptureConfig, ActivationStore\n"
-            "import mechreason.capture\n"
+            "import mechreason.activations.run\n"
             "assert callable(capture)\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

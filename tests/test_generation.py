@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mechreason.errors import MechReasonError
-from mechreason.generation import SamplingConfig, generate
-from mechreason.hooks import active_hook_count, hooks_context
+from mechreason.model.generation import SamplingConfig, generate
+from mechreason.model.hooks import active_hook_count, hooks_context
 
 # Prompt lengths 1, 2, 3, 5, 7, 11 so a padding/position mix-up cannot pass.
 TEXTS = ["a", "Hi", "Tom", "5 + 3", "Compute", "How many ap"]
@@ -133,8 +133,8 @@ def test_bad_inputs_raise(tiny) -> None:
 
 @pytest.mark.slow
 def test_batched_equals_one_at_a_time_smollm(smollm) -> None:
-    from mechreason.prompts import render_prompt
-    from mechreason.tasks import make_problems
+    from mechreason.traces.prompts import render_prompt
+    from mechreason.traces.tasks import make_problems
 
     prompts = [smollm.encode(render_prompt(smollm, p, "cot"))
                for p in make_problems("arithmetic", 3, seed=1)]
@@ -149,8 +149,8 @@ def test_batched_equals_one_at_a_time_smollm(smollm) -> None:
 def test_greedy_equals_plain_hf_generate_on_the_default_model(smollm) -> None:
     """Token for token, batched and left-padded, against HF ``generate`` on the same
     unmodified model (the foundation issue's bar on the real model)."""
-    from mechreason.prompts import render_prompt
-    from mechreason.tasks import make_problems
+    from mechreason.traces.prompts import render_prompt
+    from mechreason.traces.tasks import make_problems
     from tests._hf import hf_generate
 
     prompts = [smollm.encode(render_prompt(smollm, p, style))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mechreason.grading import extract, extract_answer, grade, normalize, to_fraction
+from mechreason.traces.grading import extract, extract_answer, grade, normalize, to_fraction
 
 EXTRACT_CASES = [
     # (text, expected normalised answer)

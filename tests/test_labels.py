@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mechreason.errors import MechReasonError
-from mechreason.labels import (
+from mechreason.traces.labels import (
     BEHAVIOURS,
     FUNCTION_TAGS,
     RuleLabeller,

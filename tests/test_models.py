@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mechreason.errors import MechReasonError
-from mechreason.hooks import active_hook_count, hooks_context
-from mechreason.models import load_model, parse_layers
+from mechreason.model.hooks import active_hook_count, hooks_context
+from mechreason.model.loading import load_model, parse_layers
 
 
 def test_tiny_random_is_seeded(tiny):
@@ -39,7 +39,7 @@ def test_hooks_read_hf_hidden_states(tiny):
 
 
 def test_local_directory_loads_through_same_path(tiny, tmp_path):
-    from mechreason.models import _tiny_random, cache_root
+    from mechreason.model.loading import _tiny_random, cache_root
 
     hf, tok, _ = _tiny_random(0, cache_root())
     hf.save_pretrained(tmp_path)
@@ -133,7 +133,7 @@ def test_cli_models(capsys):
 def test_smollm2_offline_matches_plain_hf(smollm):
     from transformers import AutoModelForCausalLM
 
-    from mechreason.models import BUNDLED, _gguf_file
+    from mechreason.model.loading import BUNDLED, _gguf_file
 
     spec = BUNDLED["smollm2-135m-instruct"]
     gguf = _gguf_file(spec)
@@ -146,7 +146,7 @@ def test_smollm2_offline_matches_plain_hf(smollm):
 
 def test_file_hash_is_cached_until_the_file_changes(tmp_path):
     from mechreason.artifacts import file_sha256
-    from mechreason.models import _known_sha256
+    from mechreason.model.loading import _known_sha256
 
     f = tmp_path / "w.gguf"
     f.write_bytes(b"abc")

@@ -11,8 +11,8 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from mechreason import plots
 from mechreason.errors import MechReasonError
+from mechreason.report import plots
 
 LAYERS = [0, 1, 2, 3, 5, 7, 11]
 AUROC = [0.5, 0.55, 0.61, 0.72, 0.93, 0.88, 0.7]
@@ -170,7 +170,7 @@ class _Scripts(HTMLParser):
 
 def test_save_figure_writes_standalone_html(tmp_path, caplog):
     fig = plots.layer_sweep(LAYERS, {"auroc": AUROC}, best_layer=5)
-    with caplog.at_level(logging.WARNING, logger="mechreason.plots"):
+    with caplog.at_level(logging.WARNING, logger="mechreason.report.plots"):
         written = plots.save_figure(fig, tmp_path / "sweep")
     html_path = tmp_path / "sweep.html"
     assert html_path in written

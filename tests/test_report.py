@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from mechreason.cli import main
-from mechreason.report import ReportConfig, build_report
-from mechreason.report_stages import STAGES
+from mechreason.report.html import ReportConfig, build_report
+from mechreason.report.stages import STAGES
 
 LABELS = ["plan_generation", "active_computation", "final_answer_emission"]
 
@@ -131,7 +131,7 @@ def test_partial_run_says_what_is_missing(tmp_path):
 
 
 def write_full_run(run: Path, model) -> None:
-    from mechreason.capture import CaptureConfig, capture
+    from mechreason.activations.run import CaptureConfig, capture
 
     for w in (write_traces, write_directions, write_sae, write_steering, write_anchors):
         w(run)
@@ -222,7 +222,7 @@ def _arm(name, alpha, acc, length, kl=None):
 @pytest.mark.parametrize("alphas", [[2.0], [1.0, 4.0]])
 def test_steering_section_reads_experiment_summary(tmp_path, alphas):
     """`mechreason.steering.experiment.run_experiment` writes one row per arm."""
-    from mechreason.report_stages import arms_as_dose_response
+    from mechreason.report.stages import arms_as_dose_response
 
     tag = (lambda a: "") if len(alphas) == 1 else (lambda a: f"_a{a:g}")
     rows = [_arm("unsteered", 0.0, 0.1, 20.0)]

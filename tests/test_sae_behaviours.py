@@ -17,7 +17,7 @@ from mechreason.sae.behaviours import (
     sae_clusters,
     sentence_activations,
 )
-from mechreason.sentences import split_sentences
+from mechreason.traces.sentences import split_sentences
 
 HOOK = "blocks.2.hook_resid_post"
 GEN = {"cot": ["Let me add 3 and 4. That gives 7. Wait, check again. So the answer is 7.",
@@ -76,7 +76,7 @@ def traces(tiny, tmp_path_factory):
 
 
 def test_sentence_means_match_naive_and_mean_store(tiny, traces):
-    from mechreason.capture import CaptureConfig, capture
+    from mechreason.activations.run import CaptureConfig, capture
 
     tok_store = capture(tiny, traces / "traces.jsonl", CaptureConfig(hooks=(HOOK,), dtype="float32"),
                         traces / "tok", progress=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mechreason.sentences import (
+from mechreason.traces.sentences import (
     char_to_token_span,
     decode_offsets,
     is_boundary,

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from mechreason.errors import MechReasonError
-from mechreason.hooks import active_hook_count, hooks_context
-from mechreason.sentences import split_sentences
+from mechreason.model.hooks import active_hook_count, hooks_context
 from mechreason.steering import (
     Ablate,
     Add,
@@ -18,6 +17,7 @@ from mechreason.steering import (
     left_pad,
     steer,
 )
+from mechreason.traces.sentences import split_sentences
 from tests._hf import hf_generate
 
 HOOK = "blocks.1.hook_resid_post"
@@ -212,7 +212,7 @@ def test_one_hook_per_touched_hook_point(tiny):
 def _unique_hooks(model) -> int:
     """mechreason's forward hooks on the model (transformers adds its own, e.g. to record
     hidden states, which are not counted)."""
-    from mechreason.hooks import _is_ours
+    from mechreason.model.hooks import _is_ours
 
     return sum(_is_ours(fn) for m in model.hf.modules() for fn in m._forward_hooks.values())
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mechreason.errors import MechReasonError
+from mechreason.methods.cot_decoding import _answer_span, cot_decode
 from mechreason.steering import Add, load_direction
-from mechreason.steering.cot_decoding import _answer_span, cot_decode
 from mechreason.steering.evaluate import (
     kl_vs_unsteered,
     last_prompt_acts,
@@ -63,7 +63,7 @@ def test_last_prompt_acts_are_the_first_token_position(tiny):
     acts = last_prompt_acts(tiny, prompts, HOOK)
     for i, p in enumerate(prompts):
         got = []
-        from mechreason.hooks import hooks_context
+        from mechreason.model.hooks import hooks_context
 
         with hooks_context(tiny, {HOOK: lambda x, got=got: got.append(x[0, -1])}), \
                 torch.inference_mode():
@@ -161,7 +161,7 @@ def test_cot_decoding_runs_under_steering(tiny):
 
 def test_sweep_over_layers_alphas_and_seeds(tiny, tmp_path):
     from mechreason.steering.experiment import across_seeds, sweep
-    from mechreason.tasks import make_problems
+    from mechreason.traces.tasks import make_problems
 
     problems = make_problems("arithmetic", 2, seed=0)
     vecs = {f"blocks.{L}.hook_resid_post": torch.randn(64, generator=torch.Generator()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mechreason.errors import MechReasonError
-from mechreason.hooks import hooks_context
-from mechreason.steering.head_edit import _head_dim, edit_heads, o_proj, rank_heads
+from mechreason.methods.head_edit import _head_dim, edit_heads, o_proj, rank_heads
+from mechreason.model.hooks import hooks_context
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mechreason.errors import MechReasonError
-from mechreason.hooks import hooks_context
-from mechreason.steering.hybrid import HybridConfig, hybrid_generate
+from mechreason.methods.hybrid import HybridConfig, hybrid_generate
+from mechreason.model.hooks import hooks_context
 from tests._hf import hf_generate
 
 HOOK = "blocks.2.hook_resid_post"
@@ -16,7 +16,7 @@ CFG = HybridConfig(hook=HOOK, select_hook=HOOK, alpha=6.0, max_new_tokens=12)
 
 @pytest.fixture(scope="module")
 def other():
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
 
     return load_model("tiny-random", device="cpu", seed=1)
 

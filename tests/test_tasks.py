@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mechreason import tasks
 from mechreason.errors import MechReasonError
-from mechreason.grading import grade
-from mechreason.prompts import STYLES, PromptStyle, register_style, render_prompt
-from mechreason.tasks import load_gsm8k, load_math, make_problems
+from mechreason.traces import tasks
+from mechreason.traces.grading import grade
+from mechreason.traces.prompts import STYLES, PromptStyle, register_style, render_prompt
+from mechreason.traces.tasks import load_gsm8k, load_math, make_problems
 
 GSM8K = Path("/work/shared/data/gsm8k/train.jsonl")
 MATH_SAMPLE = Path(__file__).parent / "data" / "math_sample.jsonl"

@@ -11,10 +11,9 @@ import pytest
 
 from mechreason.cli import main
 from mechreason.errors import MechReasonError
-from mechreason.generation import Generation, SamplingConfig, iter_generate
-from mechreason.labels import RuleLabeller
-from mechreason.tasks import Problem, make_problems
-from mechreason.traces import (
+from mechreason.model.generation import Generation, SamplingConfig, iter_generate
+from mechreason.traces.labels import RuleLabeller
+from mechreason.traces.run import (
     append_record,
     build_record,
     read_traces,
@@ -22,6 +21,7 @@ from mechreason.traces import (
     summarize,
     wilson,
 )
+from mechreason.traces.tasks import Problem, make_problems
 
 CFG = SamplingConfig(max_new_tokens=6, batch_size=2)
 MATH_SAMPLE = Path(__file__).parent / "data" / "math_sample.jsonl"
@@ -181,8 +181,8 @@ def test_cli_bad_input(tmp_path: Path, capsys) -> None:
 
 
 def test_traces_feed_capture(tiny, tmp_path: Path) -> None:
-    from mechreason.capture import CaptureConfig, capture
-    from mechreason.sentences import phase_of
+    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.traces.sentences import phase_of
 
     text = "Sam has 5 apples. So 5 + 3 = 8 apples.\n\nThe answer is 8."
     ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -204,7 +204,7 @@ def test_traces_feed_capture(tiny, tmp_path: Path) -> None:
 
 
 def test_relabel_matches_fresh_labels(tiny) -> None:
-    from mechreason.traces import relabel
+    from mechreason.traces.run import relabel
 
     text = "Wait, 5 + 3 = 8. The answer is 8."
     ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -59,7 +59,7 @@ class AnchorsConfig:
 
 
 def load_traces(model, path: str | os.PathLike[str]) -> list[AnchorTrace]:
-    """Traces of a JSONL file (``mechreason.traces`` records) as :class:`AnchorTrace`;
+    """Traces of a JSONL file (``mechreason.traces.run`` records) as :class:`AnchorTrace`;
     records without sentence token spans are split here."""
     from mechreason.validate import check_same_model, check_token_ids
 
@@ -82,7 +82,7 @@ def load_traces(model, path: str | os.PathLike[str]) -> list[AnchorTrace]:
 
 
 def _read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    from mechreason.traces import read_traces
+    from mechreason.traces.run import read_traces
 
     recs = read_traces(path)
     if not recs:
@@ -94,7 +94,7 @@ def _with_labels(tr: AnchorTrace) -> AnchorTrace:
     if any(tr.labels):
         return tr
     try:
-        from mechreason.labels import label_sentence
+        from mechreason.traces.labels import label_sentence
     except ImportError:
         return tr
     return dataclasses.replace(tr, labels=tuple(tuple(label_sentence(t, first=i == 0))

@@ -7,7 +7,7 @@ sentence-transformers folder); we read it with plain ``transformers`` (BERT, mea
 pooling over tokens, L2 normalisation: the folder's ``modules.json`` pipeline), so
 ``sentence-transformers`` is not needed. Any ``Embedder`` callable can replace it.
 
-Grading goes through two callables as well; the defaults are ``mechreason.grading``'s
+Grading goes through two callables as well; the defaults are ``mechreason.traces.grading``'s
 ``extract_answer`` and ``grade`` (a minimal fallback where that module is absent).
 """
 
@@ -76,7 +76,7 @@ def final_answer_stated(text: str) -> bool:
     """Whether ``text`` states its final answer by a cue (``####``, ``\\boxed{}``,
     "the answer is"), not merely contains a number: the early-stop test for rollouts."""
     try:
-        from mechreason.grading import extract
+        from mechreason.traces.grading import extract
     except ImportError:
         return fallback_extract(text) is not None
     found = extract(text)
@@ -84,13 +84,13 @@ def final_answer_stated(text: str) -> bool:
 
 
 def default_answer_fns() -> tuple[Extractor, Grader]:
-    """``mechreason.grading``'s extractor and grader; where that stage is absent, a
+    """``mechreason.traces.grading``'s extractor and grader; where that stage is absent, a
     minimal fallback (last ``\\boxed{...}``, else the number after "answer is", compared
     as numbers or stripped strings)."""
     try:
-        from mechreason.grading import extract_answer, grade
+        from mechreason.traces.grading import extract_answer, grade
     except ImportError:
-        log.warning("mechreason.grading not found: using the minimal boxed/number grader")
+        log.warning("mechreason.traces.grading not found: using the minimal boxed/number grader")
         return fallback_extract, fallback_grade
     return extract_answer, grade
 

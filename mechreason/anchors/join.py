@@ -21,12 +21,12 @@ from mechreason.anchors.importance import Importance
 from mechreason.anchors.suppression import Suppression
 from mechreason.anchors.trace import AnchorTrace
 from mechreason.errors import MechReasonError
-from mechreason.hooks import hooks_context
+from mechreason.model.hooks import hooks_context
 
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 IMPORTANCE_COLUMNS = ("accuracy", "resampling_accuracy", "resampling_kl", "counterfactual_accuracy",
                       "counterfactual_kl", "forced_importance_accuracy", "forced_importance_kl",

@@ -28,12 +28,12 @@ import numpy as np
 
 from mechreason.anchors.trace import AnchorTrace
 from mechreason.errors import MechReasonError
-from mechreason.hooks import hooks_context
+from mechreason.model.hooks import hooks_context
 
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 log = logging.getLogger(__name__)
 

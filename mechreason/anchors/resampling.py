@@ -23,10 +23,10 @@ from mechreason.anchors.embed import Embedder, Extractor, Grader, default_answer
 from mechreason.anchors.importance import Importance, Rollout, compute_importance
 from mechreason.anchors.rollouts import Job, batched_rollouts, rollout_seed
 from mechreason.anchors.trace import AnchorTrace
-from mechreason.engine import SamplingConfig
 from mechreason.errors import MechReasonError
+from mechreason.model.engine import SamplingConfig
 from mechreason.progress import bar
-from mechreason.sentences import split_sentences
+from mechreason.traces.sentences import split_sentences
 
 log = logging.getLogger(__name__)
 ROLLOUTS_JSONL = "rollouts.jsonl"

@@ -11,7 +11,7 @@ prefilled ONCE and every rollout starts from that cache:
   ``position_ids``, so rows of different chunks share one batch;
 - rows leave the batch as soon as they stop (EOS, the length cap, or a caller's
   predicate such as "the answer is out"), so later steps are cheaper;
-- sampling is the engine's one sampler (:func:`mechreason.engine.sample`: temperature,
+- sampling is the engine's one sampler (:func:`mechreason.model.engine.sample`: temperature,
   top-p, Gumbel-max with one seeded ``torch.Generator`` per rollout), so a rollout's tokens do not depend on which rows
   share its batch: the batched engine and the naive one-rollout-at-a-time
   :func:`naive_rollouts` give the same tokens under the same seeds.
@@ -24,14 +24,14 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from mechreason import engine
-from mechreason.engine import SamplingConfig
 from mechreason.errors import MechReasonError
+from mechreason.model import engine
+from mechreason.model.engine import SamplingConfig
 
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 log = logging.getLogger(__name__)
 

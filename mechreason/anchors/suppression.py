@@ -27,15 +27,15 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from mechreason import engine
 from mechreason.anchors.trace import AnchorTrace
 from mechreason.errors import MechReasonError
-from mechreason.hooks import hooks_context
+from mechreason.model import engine
+from mechreason.model.hooks import hooks_context
 
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

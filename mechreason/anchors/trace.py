@@ -2,7 +2,7 @@
 (Bogdan et al. 2025 analyse a chain of thought chunk by chunk).
 
 :class:`AnchorTrace` is what every anchors method reads. It is built from a trace
-record of ``mechreason.traces`` (``prompt_ids``, ``generated_ids``, ``sentences`` with
+record of ``mechreason.traces.run`` (``prompt_ids``, ``generated_ids``, ``sentences`` with
 absolute ``tok_start``/``tok_end``) by :meth:`AnchorTrace.from_record`, or from
 generated ids by :func:`trace_from_ids`, which splits the text with the project's
 splitter and maps character spans to token spans by incremental decoding.
@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mechreason.errors import MechReasonError
-from mechreason.sentences import split_sentences
+from mechreason.traces.sentences import split_sentences
 
 if TYPE_CHECKING:
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,7 +70,7 @@ class AnchorTrace:
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> AnchorTrace:
-        """From a ``mechreason.traces`` record (a dict or a dataclass-like object)."""
+        """From a ``mechreason.traces.run`` record (a dict or a dataclass-like object)."""
         get = rec.get if isinstance(rec, Mapping) else lambda k, d=None: getattr(rec, k, d)
         prompt, gen, sents = get("prompt_ids"), get("generated_ids"), get("sentences")
         if prompt is None or gen is None:

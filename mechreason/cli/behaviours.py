@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.capture import ActivationStore
+    from mechreason.activations.run import ActivationStore
     from mechreason.errors import MechReasonError, unknown
     from mechreason.sae.behaviours import BehaviourConfig
 
@@ -57,7 +57,7 @@ def _discover(args: argparse.Namespace, cfg: Any, store: Any, hook: str) -> int:
 
     res = discover_behaviours(store, hook, cfg)
     if args.input or store.token_ids():
-        from mechreason.models import load_model
+        from mechreason.model.loading import load_model
 
         model = load_model(store.cfg["model"], device="cpu")
         items = store.token_ids(model, args.input)

@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.capture import CaptureConfig, capture, parse_positions
-    from mechreason.models import load_model
+    from mechreason.activations.run import CaptureConfig, capture, parse_positions
+    from mechreason.model.loading import load_model
     from mechreason.outputs import check_out_dir, output_lock
     from mechreason.validate import check_device, check_input_file, check_model_name
 

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.demo import DemoConfig, run_demo
+    from mechreason.report.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=Path(args.out), model=args.model, quick=args.quick, seed=args.seed,
                      sae=args.sae, sae_id=args.sae_id, device=args.device, dtype=args.dtype,

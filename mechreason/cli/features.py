@@ -30,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.capture import ActivationStore
+    from mechreason.activations.run import ActivationStore
     from mechreason.errors import MechReasonError
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
     from mechreason.outputs import check_out_dir, output_lock
     from mechreason.sae.io import load_sae
 

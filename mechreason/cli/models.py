@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.models import DEFAULT_MODEL, list_models
+    from mechreason.model.loading import DEFAULT_MODEL, list_models
 
     rows = list_models()
     width = max(len(r["name"]) for r in rows)

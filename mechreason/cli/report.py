@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.outputs import check_out_file
-    from mechreason.report import ReportConfig, build_report
+    from mechreason.report.html import ReportConfig, build_report
 
     if args.out:
         check_out_file(args.out)

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mechreason.capture import ActivationStore
+    from mechreason.activations.run import ActivationStore
     from mechreason.outputs import check_fingerprint, check_out_dir, output_lock
     from mechreason.sae.train import TrainConfig
 
@@ -131,8 +131,8 @@ def _train(args: argparse.Namespace, cfg: Any, stores: list[Any]) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from mechreason.activations.run import ActivationStore
     from mechreason.artifacts import read_json, write_json
-    from mechreason.capture import ActivationStore
     from mechreason.errors import MechReasonError
     from mechreason.sae.evaluate import (
         loss_recovered,
@@ -162,7 +162,7 @@ def run_eval(args: argparse.Namespace) -> int:
                  **reconstruction_metrics(sae, store.iter_batches(hook, 4096, shuffle=False,
                                                                   rows=rows))}
     if args.input or store.token_ids():
-        from mechreason.models import load_model
+        from mechreason.model.loading import load_model
 
         model = load_model(store.cfg["model"])
         ids = store.token_ids(model, args.input)

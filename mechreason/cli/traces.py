@@ -9,8 +9,8 @@ from mechreason.cli._args import nonneg_int, positive_int, probability, temperat
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mechreason.prompts import STYLES
-    from mechreason.tasks import DIFFICULTIES, TASKS
+    from mechreason.traces.prompts import STYLES
+    from mechreason.traces.tasks import DIFFICULTIES, TASKS
 
     p = sub.add_parser(
         "traces", help="generate reasoning traces on problems (JSONL, resumable)",
@@ -40,13 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.generation import SamplingConfig
-    from mechreason.labels import get_labeller
-    from mechreason.models import DEFAULT_MODEL, load_model
+    from mechreason.model.generation import SamplingConfig
+    from mechreason.model.loading import DEFAULT_MODEL, load_model
     from mechreason.outputs import check_out_file, output_lock
-    from mechreason.prompts import get_style
-    from mechreason.tasks import make_problems
-    from mechreason.traces import run_traces, summarize
+    from mechreason.traces.labels import get_labeller
+    from mechreason.traces.prompts import get_style
+    from mechreason.traces.run import run_traces, summarize
+    from mechreason.traces.tasks import make_problems
     from mechreason.validate import check_device, check_model_name
 
     # Check everything the user typed before loading the model.
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of :func:`mechreason.traces.summarize` rows."""
-    from mechreason.labels import FUNCTION_TAGS
+    """A plain-text table of :func:`mechreason.traces.run.summarize` rows."""
+    from mechreason.traces.labels import FUNCTION_TAGS
 
     keys = [k for k in rows[0] if k in ("style", "difficulty", "task")] if rows else []
     head = [*keys, "n", "acc [95% CI]", "parse", "tokens", "sents", "backtrack",

@@ -5,7 +5,7 @@ and zero ablation (Bricken et al. 2023; Gao et al. 2024):
 
     loss recovered = (L_zero - L_sae) / (L_zero - L_clean)
 
-Splicing goes through :func:`mechreason.hooks.hooks_context`. Position 0 (BOS / the
+Splicing goes through :func:`mechreason.model.hooks.hooks_context`. Position 0 (BOS / the
 first token, an attention sink whose norm is far off the rest) is left clean by
 default, as training leaves it out (``skip_first``).
 """
@@ -66,7 +66,7 @@ def loss_recovered(model: Any, sae: SparseAutoencoder, hook: str, sequences: Seq
                    *, batch_size: int = 8, skip_first: bool = True) -> dict[str, float]:
     """Mean next-token loss clean, with the SAE spliced in at ``hook``, and with ``hook``
     zero-ablated, over ``sequences`` (token ids), and the fraction recovered."""
-    from mechreason.hooks import hooks_context
+    from mechreason.model.hooks import hooks_context
     from mechreason.sae.io import check_sae_fits
 
     check_sae_fits(sae, model, hook)

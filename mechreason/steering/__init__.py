@@ -4,7 +4,7 @@ layer (DESIGN section 5); plus evaluation, CoT-decoding (Wang and Zhou 2024), he
 editing (ThinkEdit) and the hybrid base+thinking model (Venhoff et al. 2025b).
 """
 
-from mechreason.engine import left_pad
+from mechreason.model.engine import left_pad
 from mechreason.steering.engine import Steering, steer
 from mechreason.steering.interventions import (
     Ablate,

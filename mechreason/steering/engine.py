@@ -4,7 +4,7 @@ prefill and KV-cached decode (DESIGN section 5).
 :func:`steer` returns a context manager that wraps *any* generation call on the model
 (mechreason's engine, HF ``generate``, a user's loop). A forward pre-hook on the HF
 model reads, once per forward call, the engine's step (cached length and attention
-mask; :func:`mechreason.engine.step_info`), derives every current token's absolute
+mask; :func:`mechreason.model.engine.step_info`), derives every current token's absolute
 position from it, and evaluates each position rule into a
 ``(B, T, rules)`` mask. Each touched hook point then gets one hook that applies all of
 its interventions in a single vectorised update built from persistent buffers::
@@ -26,15 +26,15 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mechreason.engine import step_info
 from mechreason.errors import MechReasonError
+from mechreason.model.engine import step_info
 from mechreason.steering.interventions import Intervention, Rows
 from mechreason.steering.positions import Positions, Tracker
 
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ equal-norm random control in every experiment (DESIGN sections 5 and 8).
 
 Per arm: accuracy (Wilson interval), answer-parse rate, generated length (mean with a
 normal interval), the share of responses that reason in steps, sentence-label and
-behaviour fractions and backtracking (from :func:`mechreason.traces.summarize`), and
+behaviour fractions and backtracking (from :func:`mechreason.traces.run.summarize`), and
 the KL of next-token distributions against the unsteered model on fixed texts
 (Hojer et al. 2025). :func:`first_token_contrast` computes the He et al. (2026)
 cot-minus-direct direction at the position that emits the first generated token, and
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mechreason.engine import left_pad
 from mechreason.errors import MechReasonError
-from mechreason.hooks import hooks_context
+from mechreason.model.engine import left_pad
+from mechreason.model.hooks import hooks_context
 from mechreason.stats import mean_ci
 from mechreason.steering.engine import steer
 from mechreason.steering.interventions import Intervention, latent_activation
@@ -27,9 +27,9 @@ from mechreason.steering.interventions import Intervention, latent_activation
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.generation import SamplingConfig
-    from mechreason.models import Model
-    from mechreason.tasks import Problem
+    from mechreason.model.generation import SamplingConfig
+    from mechreason.model.loading import Model
+    from mechreason.traces.tasks import Problem
 
 _CALC = re.compile(r"\d[\d,.]*\s*(?:[-+*/×x÷]|times|plus|minus)\s*\$?\d|=\s*\$?\d")
 
@@ -37,7 +37,7 @@ _CALC = re.compile(r"\d[\d,.]*\s*(?:[-+*/×x÷]|times|plus|minus)\s*\$?\d|=\s*\$
 def reasons_in_steps(text: str) -> bool:
     """A response reasons in steps when an intermediate computation (``a op b`` or
     ``= n``) appears before its last sentence and it has at least two sentences."""
-    from mechreason.sentences import split_sentences
+    from mechreason.traces.sentences import split_sentences
 
     chunks = split_sentences(text)
     if len(chunks) < 2:
@@ -47,7 +47,7 @@ def reasons_in_steps(text: str) -> bool:
 
 def summarize_arm(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One arm's behaviour metrics (see the module docstring)."""
-    from mechreason.traces import summarize, wilson
+    from mechreason.traces.run import summarize, wilson
 
     if not records:
         raise MechReasonError("no records to summarise")
@@ -102,7 +102,7 @@ def last_prompt_acts(model: Model, prompts: Sequence[Sequence[int]], hook: str,
 
 
 def _style_prompts(model: Model, problems: Sequence[Problem], style: str) -> list[list[int]]:
-    from mechreason.prompts import render_prompt
+    from mechreason.traces.prompts import render_prompt
 
     return [model.encode(render_prompt(model, p, style)) for p in problems]
 
@@ -159,7 +159,7 @@ def run_arm(model: Model, problems: Sequence[Problem], out: str | Path, *, style
             progress: bool = False) -> list[dict[str, Any]]:
     """Generate, grade and label traces for ``problems`` (the traces format), steered
     by ``interventions`` when given. Resumes: records already in ``out`` are kept."""
-    from mechreason.traces import run_traces
+    from mechreason.traces.run import run_traces
 
     if not interventions:
         return run_traces(model, problems, out, style=style, sampling=sampling,

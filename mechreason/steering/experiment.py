@@ -126,13 +126,13 @@ def run_experiment(cfg: SteerConfig, out: str | os.PathLike[str], *,
                    progress: bool = False, model: Any = None) -> list[dict[str, Any]]:
     """Run every arm (resuming finished records) and write the summary.
 
-    ``model``: an already loaded :class:`mechreason.models.Model` of ``cfg.model`` (its
+    ``model``: an already loaded :class:`mechreason.model.loading.Model` of ``cfg.model`` (its
     device and dtype are kept); None loads ``cfg.model`` with the defaults."""
     from mechreason.artifacts import artifact_path, write_json
-    from mechreason.models import load_model
+    from mechreason.model.loading import load_model
     from mechreason.outputs import check_out_dir, output_lock
     from mechreason.steering.engine import Steering
-    from mechreason.tasks import make_problems
+    from mechreason.traces.tasks import make_problems
 
     problems = make_problems(cfg.task, cfg.n, seed=cfg.seed, difficulty=cfg.difficulty,
                              data_file=cfg.data_file)
@@ -166,7 +166,7 @@ def _check_fingerprint(cfg: SteerConfig, model: Any, root: Path) -> None:
 def _run_arms(cfg: SteerConfig, model: Any, problems: Any, arms: dict[str, Any],
               info: dict[str, Any], root: Path, progress: bool) -> list[dict[str, Any]]:
     from mechreason.artifacts import artifact_path, write_json, write_meta
-    from mechreason.generation import SamplingConfig
+    from mechreason.model.generation import SamplingConfig
     from mechreason.steering.evaluate import kl_vs_unsteered, run_arm, summarize_arm
 
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -200,7 +200,7 @@ def sweep(model: Any, problems: Any, vectors: dict[str, Any], *, alphas: tuple[f
     equal-norm random direction per seed as the control. The seed sets the control
     direction and, when ``temperature > 0``, the sampling. One row per (hook, alpha,
     seed, arm); trace files go under ``out``."""
-    from mechreason.generation import SamplingConfig
+    from mechreason.model.generation import SamplingConfig
     from mechreason.steering.evaluate import random_like, run_arm, summarize_arm
 
     root = Path(out)

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from mechreason.directions.io import DirectionSet, save_direction
-    from mechreason.models import hook_name, load_model
+    from mechreason.model.loading import hook_name, load_model
     from mechreason.steering.evaluate import contrast_latents, first_token_contrast
     from mechreason.steering.experiment import SteerConfig, run_experiment
-    from mechreason.tasks import make_problems
+    from mechreason.traces.tasks import make_problems
 
     out = Path(args.out)
     hook = hook_name(args.layer)

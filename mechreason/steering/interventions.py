@@ -38,7 +38,7 @@ from mechreason.steering.positions import Positions
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 STEERABLE = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out",
              "hook_mlp_out")
@@ -276,7 +276,7 @@ def load_direction(path: str | os.PathLike[str], *, hook: str | None = None
     ``direction.json`` names ``hooks`` / ``best_hook`` or ``hook`` / ``layer``. ``hook``
     picks one of several (default: the best hook)."""
     from mechreason.artifacts import artifact_path, load_tensors, read_json
-    from mechreason.models import hook_name
+    from mechreason.model.loading import hook_name
 
     root = Path(path)
     tpath = artifact_path(root, "direction")

@@ -24,7 +24,7 @@ With ``P`` the prompt length of a row and ``r`` a position:
                    cache only the newest token is recomputed at decode, so this is
                    the prompt's last ``N`` plus every generated position)
 ``sentence-starts`` the first token of each generated sentence, detected online with
-                   :func:`mechreason.sentences.is_boundary` (the splitter the traces
+                   :func:`mechreason.traces.sentences.is_boundary` (the splitter the traces
                    and attribution stages use)
 ``indices:i,j``    explicit positions; ``i >= 0`` counts from the row's first real
                    token, ``i < 0`` from the prompt end (``-1`` is ``P - 1``)
@@ -37,7 +37,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from mechreason.errors import MechReasonError, unknown
-from mechreason.sentences import is_boundary
+from mechreason.traces.sentences import is_boundary
 
 if TYPE_CHECKING:
     import torch

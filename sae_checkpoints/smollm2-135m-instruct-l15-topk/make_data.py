@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from mechreason.models import load_model
-from mechreason.sentences import split_sentences
+from mechreason.model.loading import load_model
+from mechreason.traces.sentences import split_sentences
 
 STYLES = {
     "cot": ("Solve the problem step by step, then give the final answer on its own line as "

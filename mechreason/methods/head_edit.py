@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mechreason.errors import MechReasonError
-from mechreason.hooks import hooks_context
+from mechreason.model.hooks import hooks_context
 
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 
 class HeadScore(NamedTuple):

@@ -1,7 +1,7 @@
 """Traces: the model's own reasoning on problems, one JSONL record per trace.
 
 :func:`run_traces` renders each problem in a prompt style, generates through the one
-black-box interface (:mod:`mechreason.generation`), grades the answer, splits the text
+black-box interface (:mod:`mechreason.model.generation`), grades the answer, splits the text
 into Thought Anchors sentences (Bogdan et al. 2025) with exact token spans, labels them
 (function tags, Venhoff behaviours) and appends the record to the JSONL file as soon as
 its batch finishes (flushed and fsynced), so a crash loses at most the batch in flight;
@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mechreason.errors import MechReasonError
-from mechreason.generation import Generation, SamplingConfig, iter_generate
-from mechreason.grading import extract, grade
-from mechreason.labels import BEHAVIOURS, FUNCTION_TAGS, Labeller, RuleLabeller, behaviours
+from mechreason.model.generation import Generation, SamplingConfig, iter_generate
 from mechreason.progress import bar
-from mechreason.prompts import get_style, render_prompt, stop_strings
-from mechreason.sentences import decode_offsets, sentence_spans
 from mechreason.stats import wilson
+from mechreason.traces.grading import extract, grade
+from mechreason.traces.labels import BEHAVIOURS, FUNCTION_TAGS, Labeller, RuleLabeller, behaviours
+from mechreason.traces.prompts import get_style, render_prompt, stop_strings
+from mechreason.traces.sentences import decode_offsets, sentence_spans
 
 if TYPE_CHECKING:
-    from mechreason.models import Model
-    from mechreason.tasks import Problem
+    from mechreason.model.loading import Model
+    from mechreason.traces.tasks import Problem
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from mechreason.errors import unknown
 
 if TYPE_CHECKING:
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 FUNCTION_TAGS: tuple[str, ...] = (
     "final_answer_emission", "uncertainty_management", "self_checking", "plan_generation",
@@ -142,7 +142,7 @@ class LLMJudgeLabeller:
     name: str = "llm-judge"
 
     def label(self, sentences: Sequence[str], *, question: str = "") -> list[list[str]]:
-        from mechreason.generation import SamplingConfig, generate
+        from mechreason.model.generation import SamplingConfig, generate
 
         prompts = [self.model.format_prompt(_JUDGE_PROMPT.format(
             tags=", ".join(FUNCTION_TAGS), question=question, sentence=s)) for s in sentences]

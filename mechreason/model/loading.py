@@ -3,7 +3,7 @@ random model, with TransformerLens hook names on two backends.
 
 - ``backend="hf"`` (default): the plain Hugging Face model, untouched. Hook names
   (``blocks.{L}.hook_resid_post``, ...) are torch hooks on its own modules
-  (:mod:`mechreason.hookpoints`), so a forward costs what plain HF costs and an
+  (:mod:`mechreason.model.hookpoints`), so a forward costs what plain HF costs and an
   upstream release that changes a module's signature cannot break the hooks.
 - ``backend="transformer-lens"``: TransformerLens's ``TransformerBridge`` boots over
   the same HF model (its wrapped modules carry the hook points). Parity-tested against
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mechreason.errors import MechReasonError, unknown
-from mechreason.hookpoints import HookPoint, build_points, family_of
+from mechreason.model.hookpoints import HookPoint, build_points, family_of
 
 if TYPE_CHECKING:
     import torch
@@ -357,7 +357,7 @@ def _check_bridge_cache(hf: Any) -> None:
     import torch
     import transformers
 
-    from mechreason.engine import forward
+    from mechreason.model.engine import forward
 
     ids = torch.zeros(1, 3, dtype=torch.long, device=next(hf.parameters()).device)
     seen = forward(hf, ids, use_cache=True).cache.get_seq_length()

@@ -18,16 +18,16 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from mechreason import engine
 from mechreason.errors import MechReasonError
-from mechreason.hooks import hooks_context
+from mechreason.model import engine
+from mechreason.model.hooks import hooks_context
 from mechreason.steering.engine import steer
 from mechreason.steering.interventions import Add
 
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 Selector = Callable[["torch.Tensor"], "int | None"]
 """Thinking-model activation (d,) -> behaviour index (or None: do not steer)."""

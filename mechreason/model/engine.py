@@ -30,7 +30,7 @@ from mechreason.errors import MechReasonError
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,8 +1,8 @@
 """Report: one self-contained, offline HTML page for a run directory.
 
 Reads whatever stage artifacts the run directory holds (file names in
-:data:`mechreason.report_stages.STAGES`, documented in docs/report.md), draws the
-figures of :mod:`mechreason.plots`, lists the key numbers with their 95% intervals and
+:data:`mechreason.report.stages.STAGES`, documented in docs/report.md), draws the
+figures of :mod:`mechreason.report.plots`, lists the key numbers with their 95% intervals and
 links to the raw artifacts, and shows a visible "not run / missing" section for every
 stage that is absent. plotly.js is embedded once, inline, so the page works with no
 network (no CDN). The pipeline it reports is the one of Venhoff et al. 2025a/b,
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mechreason.errors import MechReasonError
-from mechreason.report_stages import (
+from mechreason.report.stages import (
     RUN_SUMMARY,
     STAGES,
     Number,
@@ -85,7 +85,7 @@ def _config(cfg: dict[str, Any]) -> str:
 
 def render_section(sec: Section, run_dir: Path) -> str:
     """One stage's HTML: heading with status, reason, numbers, figures, snippets, links."""
-    from mechreason.plots import figure_div
+    from mechreason.report.plots import figure_div
 
     status_cls = sec.status.replace(" ", "-")
     label = "not run" if sec.status == "missing" else sec.status
@@ -178,7 +178,7 @@ class ReportResult(NamedTuple):
 def build_report(cfg: ReportConfig) -> ReportResult:
     """Write the report page; return its path and sections."""
     from mechreason.artifacts import atomic_path
-    from mechreason.plots import plotly_js, save_figure
+    from mechreason.report.plots import plotly_js, save_figure
 
     run_dir = Path(cfg.run_dir)
     summary, sections = collect(run_dir)

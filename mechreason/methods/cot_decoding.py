@@ -4,7 +4,7 @@ its confidence in the answer: the mean, over the answer's tokens only, of the
 top-1 minus top-2 probability margin of the next-token distribution. Choose the
 highest-scoring path, or aggregate by answer (sum of path scores per answer).
 
-The branches decode together through the engine (:mod:`mechreason.engine`), so
+The branches decode together through the engine (:mod:`mechreason.model.engine`), so
 CoT-decoding runs under a steering context unchanged.
 """
 
@@ -15,13 +15,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from mechreason import engine
-from mechreason.engine import SamplingConfig
 from mechreason.errors import MechReasonError
-from mechreason.generation import Generation, generate
+from mechreason.model import engine
+from mechreason.model.engine import SamplingConfig
+from mechreason.model.generation import Generation, generate
 
 if TYPE_CHECKING:
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
 
@@ -52,8 +52,8 @@ class CotResult(NamedTuple):
 
 
 def _answer_span(model: Model, ids: list[int]) -> tuple[str, str | None, tuple[int, int] | None]:
-    from mechreason.grading import extract
-    from mechreason.sentences import decode_offsets
+    from mechreason.traces.grading import extract
+    from mechreason.traces.sentences import decode_offsets
 
     text, offsets = decode_offsets(model.tokenizer, ids)
     found = extract(text)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mechreason.errors import MechReasonError, unknown
-from mechreason.grading import boxed_contents, normalize
+from mechreason.traces.grading import boxed_contents, normalize
 
 TASKS = ("arithmetic", "gsm8k", "math")
 DIFFICULTIES = (1, 2, 3, 4, 5)

@@ -1,7 +1,7 @@
 """Hooks: every hook lives inside a context manager.
 
 :func:`hooks_context` attaches hook functions to the model's named hook points
-(:mod:`mechreason.hookpoints`; the Bridge's under ``backend="transformer-lens"``), all
+(:mod:`mechreason.model.hookpoints`; the Bridge's under ``backend="transformer-lens"``), all
 or nothing, and removes them on exit, exceptions included. Hooks see and may replace
 the activation: ``fn(activation) -> activation | None``. They fire for every forward of
 ``model.hf``: mechreason's engine, HF ``generate``, or a user's own loop.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 HookFn = Callable[["torch.Tensor"], "torch.Tensor | None"]
 
@@ -53,7 +53,7 @@ def active_hook_count(model: Model) -> int:
     torch forward and pre-forward hooks whose function is mechreason's, on every module,
     plus attention-interface hooks. (transformers attaches hooks of its own, e.g. to
     record ``output_hidden_states``; those are not counted.)"""
-    from mechreason.hookpoints import attention_hook_count
+    from mechreason.model.hookpoints import attention_hook_count
 
     mods = {id(m): m for m in model.hf.modules()}
     if model.tl_bridge is not None:

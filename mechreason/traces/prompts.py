@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from mechreason.errors import MechReasonError, unknown
 
 if TYPE_CHECKING:
-    from mechreason.models import Model
-    from mechreason.tasks import Problem
+    from mechreason.model.loading import Model
+    from mechreason.traces.tasks import Problem
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -40,7 +40,7 @@ from mechreason.errors import MechReasonError, unknown
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 log = logging.getLogger(__name__)
 
@@ -372,8 +372,8 @@ def _forward_batch(model: Model, batch: list[_Item], hooks: Sequence[str],
     to ``keep_dtype`` inside the hook (the storage dtype: one half-size copy) or float32."""
     import torch
 
-    from mechreason.hooks import StopForward, hooks_context, run_forward
-    from mechreason.models import _parse_dtype
+    from mechreason.model.hooks import StopForward, hooks_context, run_forward
+    from mechreason.model.loading import _parse_dtype
 
     td = _parse_dtype(keep_dtype) if keep_dtype else torch.float32
 
@@ -422,7 +422,7 @@ def _write_shard(out: Path, k: int, items: list[dict[str, Any]], rows: list[dict
                  tensors: dict[str, list[torch.Tensor]], dtype: str) -> None:
     import torch
 
-    from mechreason.models import _parse_dtype
+    from mechreason.model.loading import _parse_dtype
     from mechreason.validate import check_finite_tensor
 
     td = _parse_dtype(dtype)
@@ -592,8 +592,8 @@ def parse_positions(spec: str) -> str | tuple[int, ...]:
 class _CallableModule(types.ModuleType):
     """``from mechreason import capture`` must give something that captures. Python binds
     a package attribute to its submodule once the submodule is imported, so after any
-    ``import mechreason.capture`` that name is this module, not the function; calling
-    the module calls :func:`capture`, and ``mechreason.capture.X`` keeps working."""
+    ``import mechreason.activations.run`` that name is this module, not the function; calling
+    the module calls :func:`capture`, and ``mechreason.activations.run.X`` keeps working."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> ActivationStore:
         return capture(*args, **kwargs)

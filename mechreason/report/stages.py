@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mechreason import plots
 from mechreason.errors import MechReasonError
+from mechreason.report import plots
 from mechreason.stats import wilson
 
 
@@ -86,7 +86,7 @@ class Section:
     figures: list[Any] = dataclasses.field(default_factory=list)
     """plotly Figures."""
     snippets: list[str] = dataclasses.field(default_factory=list)
-    """Trusted HTML snippets (built by mechreason.plots, escaped there)."""
+    """Trusted HTML snippets (built by mechreason.report.plots, escaped there)."""
     links: list[Path] = dataclasses.field(default_factory=list)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -148,7 +148,7 @@ def read_traces(sec: Section, root: Path) -> None:
 
 
 def read_acts(sec: Section, root: Path) -> None:
-    from mechreason.capture import ActivationStore
+    from mechreason.activations.run import ActivationStore
 
     store = ActivationStore(root)
     sec.numbers += [Number(name="items", value=len(store.items)),

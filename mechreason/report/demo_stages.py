@@ -3,7 +3,7 @@ activation with per-trace intervals and token-level examples (He et al. 2026,
 "reasoning as a latent mode"; cf. ReasonScore, Galichin et al. 2025), checked on a
 held-out half by :func:`mechreason.sae.features.contrast_scores`.
 
-Writes ``sae/features.json``, which :mod:`mechreason.report_stages` reads (schema in
+Writes ``sae/features.json``, which :mod:`mechreason.report.stages` reads (schema in
 docs/report.md).
 """
 
@@ -29,7 +29,7 @@ def shipped_sae(model: Any, root: Path) -> tuple[Path | None, str]:
     """The first SAE folder under ``root`` trained on ``model``, and why (or why none)."""
     import json
 
-    from mechreason.models import BUNDLED
+    from mechreason.model.loading import BUNDLED
 
     names = {model.name}
     if model.name in BUNDLED:

@@ -3,7 +3,7 @@
 Prompt token ids and sampling settings in, generated token ids out
 (:func:`generate`). Prompts are left-padded into batches (sorted by length so padding
 is small), prefilled once, then decoded one token per step with the HF KV cache, with
-per-row absolute positions, by the decode engine (:mod:`mechreason.engine`), so hooks
+per-row absolute positions, by the decode engine (:mod:`mechreason.model.engine`), so hooks
 on the model (``hooks_context``, steering) fire at every step. Greedy decoding is
 temperature 0; sampling (temperature, top-p) draws each row from its own seeded
 generator, so a prompt's sample does not depend on which batch it lands in. A row
@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from mechreason import engine
-from mechreason.engine import SamplingConfig, nucleus_drop
 from mechreason.errors import MechReasonError
+from mechreason.model import engine
+from mechreason.model.engine import SamplingConfig, nucleus_drop
 
 if TYPE_CHECKING:
     import torch
 
-    from mechreason.models import Model
+    from mechreason.model.loading import Model
 
 __all__ = ["Generation", "SamplingConfig", "decode", "generate", "iter_generate", "nucleus_drop"]
 

@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 STAGE_ORDER = ("traces", "acts", "directions", "sae", "steering", "anchors", "report")
 NEEDS = {"traces": (), "acts": ("traces",), "directions": ("acts",), "sae": ("acts",),
          "steering": ("directions", "traces"), "anchors": ("traces",), "report": ()}
-MODULES = {"traces": "mechreason.traces", "acts": "mechreason.capture",
+MODULES = {"traces": "mechreason.traces.run", "acts": "mechreason.activations.run",
            "directions": "mechreason.directions.pipeline", "sae": "mechreason.sae.io",
            "steering": "mechreason.steering", "anchors": "mechreason.anchors.analysis",
-           "report": "mechreason.report"}
+           "report": "mechreason.report.html"}
 DTYPES = ("float32", "float16", "bfloat16")
 SHIPPED_SAES = Path(__file__).resolve().parent.parent / "sae_checkpoints"
 
@@ -126,18 +126,18 @@ class _Run:
     @property
     def model(self) -> Any:
         if self._model is None:
-            from mechreason.models import load_model
+            from mechreason.model.loading import load_model
 
             self._model = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         return self._model
 
     def problems(self) -> list[Any]:
-        from mechreason.tasks import make_problems
+        from mechreason.traces.tasks import make_problems
 
         return make_problems("arithmetic", self.sizes.n_problems, seed=self.cfg.seed)
 
     def records(self) -> list[dict[str, Any]]:
-        from mechreason.traces import read_traces
+        from mechreason.traces.run import read_traces
 
         return read_traces(self.out / "traces" / "traces.jsonl")
 
@@ -146,9 +146,9 @@ class _Run:
 
 
 def stage_traces(run: _Run) -> dict[str, Any]:
-    from mechreason.generation import SamplingConfig
+    from mechreason.model.generation import SamplingConfig
     from mechreason.stats import wilson
-    from mechreason.traces import run_traces
+    from mechreason.traces.run import run_traces
 
     path = run.out / "traces" / "traces.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def stage_traces(run: _Run) -> dict[str, Any]:
 
 
 def stage_acts(run: _Run) -> dict[str, Any]:
-    from mechreason.capture import CaptureConfig, capture
+    from mechreason.activations.run import CaptureConfig, capture
 
     # Every position: the direction reads the last prompt token, the SAE the generated ones.
     cfg = CaptureConfig(hooks=("blocks.*.hook_resid_post",), positions="all", dtype="float16")
@@ -189,8 +189,8 @@ def stage_directions(run: _Run) -> dict[str, Any]:
 
 
 def stage_sae(run: _Run) -> dict[str, Any]:
-    from mechreason.capture import ActivationStore
-    from mechreason.demo_stages import rank_features, shipped_sae
+    from mechreason.activations.run import ActivationStore
+    from mechreason.report.demo_stages import rank_features, shipped_sae
     from mechreason.sae.io import check_sae_fits, load_sae
 
     if run.cfg.sae:
@@ -221,7 +221,7 @@ def stage_sae(run: _Run) -> dict[str, Any]:
 
 def stage_steering(run: _Run) -> dict[str, Any]:
     from mechreason.directions.io import load_direction
-    from mechreason.report_stages import arms_as_dose_response
+    from mechreason.report.stages import arms_as_dose_response
     from mechreason.steering.experiment import SteerConfig, run_experiment
 
     ds = load_direction(run.out / "directions")
@@ -301,7 +301,7 @@ def stage_anchors(run: _Run) -> dict[str, Any]:
 
 
 def stage_report(run: _Run) -> dict[str, Any]:
-    from mechreason.report import ReportConfig, build_report
+    from mechreason.report.html import ReportConfig, build_report
 
     path, _ = build_report(ReportConfig(run_dir=run.out, title=f"mechreason demo: {run.cfg.model}"))
     return {"report": str(path)}

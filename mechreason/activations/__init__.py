@@ -1,0 +1,1 @@
+"""Activation capture (stage 2); see :mod:`mechreason.activations.run`."""
