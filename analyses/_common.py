@@ -119,7 +119,7 @@ def traces(model: Any, probs: Sequence[Any], path: Path, *, style: str,
 def capture_traces(model: Any, records_path: Path, out_dir: Path, hooks: Sequence[str], *,
                    positions: str = "all") -> Any:
     """Residual activations of trace records (token rows), as an ActivationStore."""
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
 
     cfg = CaptureConfig(hooks=tuple(hooks), positions=positions, batch_size=4)
     return capture(model, records_path, cfg, out_dir, progress=False)

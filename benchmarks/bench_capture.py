@@ -39,7 +39,7 @@ def _hf_forward(model, toks, decoder_only: bool = False) -> None:
 
 
 def _our_capture(model, toks, hooks: tuple[str, ...], scratch: Path) -> None:
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
 
     out = Path(tempfile.mkdtemp(dir=scratch))
     capture(model, toks, CaptureConfig(hooks=hooks, dtype="float16", batch_size=BATCH,
@@ -76,7 +76,9 @@ def _saelens_runner(model_dir: Path, toks, layer: int, scratch: Path):
 
 
 def run(ids: list[str]) -> list[Figure]:
-    from mechreason.model.loading import _tiny_random, _tiny_tokenizer, cache_root, load_model
+    from mechreason.model.loading import load_model
+    from mechreason.model.tiny import _tiny_tokenizer, tiny_random
+    from mechreason.model.weights import cache_root
 
     logging.getLogger("sae_lens").setLevel(logging.ERROR)
     torch.set_grad_enabled(False)
@@ -91,9 +93,9 @@ def run(ids: list[str]) -> list[Figure]:
             "capture_all30": lambda: _our_capture(model, toks, all_hooks, scratch),
             "capture_l15": lambda: _our_capture(model, toks, l15, scratch)}
     if "B2b" in ids:
-        from mechreason.model.loading import RANDOM_CONFIGS
+        from mechreason.model.weights import RANDOM_CONFIGS
 
-        plain, _, _ = _tiny_random(0, cache_root(), RANDOM_CONFIGS["smollm2-135m-instruct"])
+        plain, _, _ = tiny_random(0, cache_root(), RANDOM_CONFIGS["smollm2-135m-instruct"])
         model_dir = scratch / "model"
         plain.save_pretrained(model_dir)
         _tiny_tokenizer(cache_root()).save_pretrained(model_dir)

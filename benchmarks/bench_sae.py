@@ -35,7 +35,7 @@ HOOK = "blocks.15.hook_resid_post"
 
 def _batches(n: int) -> list[torch.Tensor]:
     """``n`` batches from the activation store (or a synthetic one on disk)."""
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
 
     root = os.environ.get("MECHREASON_B3_ACTS")
     if root:

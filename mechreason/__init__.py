@@ -16,9 +16,9 @@ _EXPORTS = {
     "list_models": "mechreason.model.loading",
     "Model": "mechreason.model.loading",
     "hook_name": "mechreason.model.loading",
-    "capture": "mechreason.activations.run",
-    "CaptureConfig": "mechreason.activations.run",
-    "ActivationStore": "mechreason.activations.run",
+    "capture": "mechreason.activations",
+    "CaptureConfig": "mechreason.activations",
+    "ActivationStore": "mechreason.activations",
     "hooks_context": "mechreason.model.hooks",
 }
 

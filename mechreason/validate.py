@@ -47,13 +47,8 @@ def check_device(device: str | None) -> str | None:
 def check_model_name(name: str) -> str:
     """Refuse a model name that cannot load, without loading it: an unknown short name,
     a directory that is not an HF model, a bundled model whose package is missing."""
-    from mechreason.model.loading import (
-        BUNDLED,
-        RANDOM_CONFIGS,
-        RANDOM_PREFIX,
-        TINY_FAMILIES,
-        TINY_RANDOM,
-    )
+    from mechreason.model.tiny import TINY_FAMILIES
+    from mechreason.model.weights import BUNDLED, RANDOM_CONFIGS, RANDOM_PREFIX, TINY_RANDOM
 
     tiny = [f"{TINY_RANDOM}-{f}" for f in TINY_FAMILIES if f != "llama"]
     if name == TINY_RANDOM or name in BUNDLED or name in tiny:

@@ -23,8 +23,8 @@ MODEL = os.environ.get("MEASURE_MODEL", "smollm2-135m-instruct")
 
 def traces(model, out: Path, n: int) -> dict[str, Path]:
     from mechreason.model.generation import SamplingConfig
-    from mechreason.traces.tasks import make_problems
     from mechreason.traces.run import run_traces
+    from mechreason.traces.tasks import make_problems
 
     problems = make_problems("arithmetic", n, seed=0)
     paths = {}
@@ -62,7 +62,7 @@ def with_behaviours(src: Path, dst: Path) -> Path:
 def main() -> None:
     import torch
 
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
     from mechreason.model.loading import load_model
 
     torch.set_num_threads(1)  # a shared 2-core machine: one thread avoids oversubscription
@@ -111,7 +111,7 @@ def analyse(out: Path) -> None:
     """Print the markdown for docs/directions.md and write summary.json."""
     from collections import Counter
 
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
     from mechreason.directions.io import import_gguf, load_direction
     from mechreason.directions.pipeline import export_result, save_result
     from mechreason.directions.read import cosine_matrix, logit_lens

@@ -122,7 +122,7 @@ _HOLDER = textwrap.dedent("""
 @pytest.fixture(scope="session")
 def fx(tmp_path_factory, tiny):
     """Every input of the table, made from the tiny model in a few seconds."""
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
 
     d = tmp_path_factory.mktemp("bad")
     p: dict[str, str] = {"missing": str(d / "no-such-file.jsonl"), "dir": str(d / "a-dir")}
@@ -502,7 +502,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> Non
 
 
 def _store_tensors(root: Path) -> dict[str, torch.Tensor]:
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
 
     st = ActivationStore(root)
     return {h: st.load(h) for h in st.hooks} | {"_rows": torch.tensor(len(st.rows))}
@@ -567,7 +567,7 @@ def test_disk_full_mid_run_is_one_line_leaves_nothing_partial_and_resumes(tmp_pa
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tiny, tmp_path, caplog):
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from mechreason.activations.run import ActivationStore, CaptureConfig, capture
+from mechreason.activations import ActivationStore, CaptureConfig, capture
 from mechreason.errors import MechReasonError
 
 TEXTS = ["Tom has 3 apples.", "x", "The answer is 42. Then some more text follows here.",

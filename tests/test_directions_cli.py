@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mechreason.activations.run import CaptureConfig, capture
+from mechreason.activations import CaptureConfig, capture
 from mechreason.cli import main
 from mechreason.directions.io import import_gguf, load_direction
 from mechreason.directions.pipeline import DirectionsConfig

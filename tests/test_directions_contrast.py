@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mechreason.activations.run import ActivationStore, CaptureConfig, capture
+from mechreason.activations import ActivationStore, CaptureConfig, capture
 from mechreason.directions.contrast import WINDOW, ContrastSpec, build_contrast
 from mechreason.directions.sweep import split_by_problem
 from mechreason.errors import MechReasonError

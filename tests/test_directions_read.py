@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mechreason.activations.run import CaptureConfig, capture
+from mechreason.activations import CaptureConfig, capture
 from mechreason.directions.read import (
     cosine_matrix,
     final_norm,

@@ -124,7 +124,8 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from mechreason.directions.io import DirectionSet, export_gguf, vectors_for_export
-    from mechreason.model.loading import BUNDLED, DEFAULT_MODEL, _gguf_file, load_model
+    from mechreason.model.loading import load_model
+    from mechreason.model.weights import BUNDLED, DEFAULT_MODEL, _gguf_file
 
     torch.set_num_threads(1)
     mech = load_model(DEFAULT_MODEL, device="cpu")

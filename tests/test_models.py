@@ -39,9 +39,10 @@ def test_hooks_read_hf_hidden_states(tiny):
 
 
 def test_local_directory_loads_through_same_path(tiny, tmp_path):
-    from mechreason.model.loading import _tiny_random, cache_root
+    from mechreason.model.tiny import tiny_random
+    from mechreason.model.weights import cache_root
 
-    hf, tok, _ = _tiny_random(0, cache_root())
+    hf, tok, _ = tiny_random(0, cache_root())
     hf.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     local = load_model(str(tmp_path), device="cpu")
@@ -133,7 +134,7 @@ def test_cli_models(capsys):
 def test_smollm2_offline_matches_plain_hf(smollm):
     from transformers import AutoModelForCausalLM
 
-    from mechreason.model.loading import BUNDLED, _gguf_file
+    from mechreason.model.weights import BUNDLED, _gguf_file
 
     spec = BUNDLED["smollm2-135m-instruct"]
     gguf = _gguf_file(spec)
@@ -146,7 +147,7 @@ def test_smollm2_offline_matches_plain_hf(smollm):
 
 def test_file_hash_is_cached_until_the_file_changes(tmp_path):
     from mechreason.artifacts import file_sha256
-    from mechreason.model.loading import _known_sha256
+    from mechreason.model.weights import _known_sha256
 
     f = tmp_path / "w.gguf"
     f.write_bytes(b"abc")

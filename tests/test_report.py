@@ -131,7 +131,7 @@ def test_partial_run_says_what_is_missing(tmp_path):
 
 
 def write_full_run(run: Path, model) -> None:
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
 
     for w in (write_traces, write_directions, write_sae, write_steering, write_anchors):
         w(run)

@@ -76,7 +76,7 @@ def traces(tiny, tmp_path_factory):
 
 
 def test_sentence_means_match_naive_and_mean_store(tiny, traces):
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
 
     tok_store = capture(tiny, traces / "traces.jsonl", CaptureConfig(hooks=(HOOK,), dtype="float32"),
                         traces / "tok", progress=False)

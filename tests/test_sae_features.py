@@ -31,7 +31,7 @@ DIRECT = ["Answer: 7", "Answer: 7.", "3", "Answer is 9", "6"]
 
 @pytest.fixture(scope="module")
 def store(tiny, tmp_path_factory):
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
 
     d = tmp_path_factory.mktemp("feat")
     with open(d / "traces.jsonl", "w") as f:
@@ -101,7 +101,7 @@ def _naive_windows(tok, ids, word):
 
 
 def test_reason_score_matches_naive_loop(tiny, sae, store):
-    from mechreason.activations.run import load_items
+    from mechreason.activations import load_items
 
     tokens = {it.id: it.ids for it in load_items(tiny, store.root.parent / "traces.jsonl")}
     res = reason_scores(sae, store, HOOK, tokens, tiny.tokenizer)

@@ -181,7 +181,7 @@ def test_cli_bad_input(tmp_path: Path, capsys) -> None:
 
 
 def test_traces_feed_capture(tiny, tmp_path: Path) -> None:
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
     from mechreason.traces.sentences import phase_of
 
     text = "Sam has 5 apples. So 5 + 3 = 8 apples.\n\nThe answer is 8."

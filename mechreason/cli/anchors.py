@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.anchors.analysis import AnchorsConfig, analyze, load_traces
     from mechreason.anchors.receivers import ReceiverConfig
     from mechreason.anchors.resampling import ResampleConfig
-    from mechreason.model.loading import DEFAULT_MODEL, load_model
+    from mechreason.model.loading import load_model
+    from mechreason.model.weights import DEFAULT_MODEL
     from mechreason.outputs import check_out_dir, output_lock
     from mechreason.traces.run import read_traces
     from mechreason.validate import check_device, check_model_name

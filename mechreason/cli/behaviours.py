@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
     from mechreason.errors import MechReasonError, unknown
     from mechreason.sae.behaviours import BehaviourConfig
 

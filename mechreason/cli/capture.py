@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.activations.run import CaptureConfig, capture, parse_positions
+    from mechreason.activations import CaptureConfig, capture, parse_positions
     from mechreason.model.loading import load_model
     from mechreason.outputs import check_out_dir, output_lock
     from mechreason.validate import check_device, check_input_file, check_model_name

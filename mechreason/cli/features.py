@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
     from mechreason.errors import MechReasonError
     from mechreason.model.loading import load_model
     from mechreason.outputs import check_out_dir, output_lock

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.model.loading import DEFAULT_MODEL, list_models
+    from mechreason.model.loading import list_models
+    from mechreason.model.weights import DEFAULT_MODEL
 
     rows = list_models()
     width = max(len(r["name"]) for r in rows)

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
     from mechreason.outputs import check_fingerprint, check_out_dir, output_lock
     from mechreason.sae.train import TrainConfig
 
@@ -131,7 +131,7 @@ def _train(args: argparse.Namespace, cfg: Any, stores: list[Any]) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
     from mechreason.artifacts import read_json, write_json
     from mechreason.errors import MechReasonError
     from mechreason.sae.evaluate import (

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.model.generation import SamplingConfig
-    from mechreason.model.loading import DEFAULT_MODEL, load_model
+    from mechreason.model.loading import load_model
+    from mechreason.model.weights import DEFAULT_MODEL
     from mechreason.outputs import check_out_file, output_lock
     from mechreason.traces.labels import get_labeller
     from mechreason.traces.prompts import get_style

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from mechreason.activations.run import ActivationStore
+from mechreason.activations import ActivationStore
 from mechreason.directions.methods import Group
 from mechreason.errors import MechReasonError, unknown
 

@@ -72,7 +72,7 @@ class DirectionsResult(NamedTuple):
 
 def compute_directions(cfg: DirectionsConfig) -> DirectionsResult:
     """Build the contrast, sweep every hook, and fit the final directions on all problems."""
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
 
     stores = [ActivationStore(p) for p in cfg.acts]
     cs = build_contrast(stores, cfg.contrast, cfg.aggregate, split_key=cfg.split_key)

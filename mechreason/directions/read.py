@@ -26,7 +26,7 @@ from torch import Tensor
 from mechreason.errors import MechReasonError
 
 if TYPE_CHECKING:
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
     from mechreason.model.loading import Model
 
 _NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm")

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 STAGE_ORDER = ("traces", "acts", "directions", "sae", "steering", "anchors", "report")
 NEEDS = {"traces": (), "acts": ("traces",), "directions": ("acts",), "sae": ("acts",),
          "steering": ("directions", "traces"), "anchors": ("traces",), "report": ()}
-MODULES = {"traces": "mechreason.traces.run", "acts": "mechreason.activations.run",
+MODULES = {"traces": "mechreason.traces.run", "acts": "mechreason.activations",
            "directions": "mechreason.directions.pipeline", "sae": "mechreason.sae.io",
            "steering": "mechreason.steering", "anchors": "mechreason.anchors.analysis",
            "report": "mechreason.report.html"}
@@ -165,7 +165,7 @@ def stage_traces(run: _Run) -> dict[str, Any]:
 
 
 def stage_acts(run: _Run) -> dict[str, Any]:
-    from mechreason.activations.run import CaptureConfig, capture
+    from mechreason.activations import CaptureConfig, capture
 
     # Every position: the direction reads the last prompt token, the SAE the generated ones.
     cfg = CaptureConfig(hooks=("blocks.*.hook_resid_post",), positions="all", dtype="float16")
@@ -189,7 +189,7 @@ def stage_directions(run: _Run) -> dict[str, Any]:
 
 
 def stage_sae(run: _Run) -> dict[str, Any]:
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
     from mechreason.report.demo_stages import rank_features, shipped_sae
     from mechreason.sae.io import check_sae_fits, load_sae
 

@@ -29,7 +29,7 @@ def shipped_sae(model: Any, root: Path) -> tuple[Path | None, str]:
     """The first SAE folder under ``root`` trained on ``model``, and why (or why none)."""
     import json
 
-    from mechreason.model.loading import BUNDLED
+    from mechreason.model.weights import BUNDLED
 
     names = {model.name}
     if model.name in BUNDLED:

@@ -148,7 +148,7 @@ def read_traces(sec: Section, root: Path) -> None:
 
 
 def read_acts(sec: Section, root: Path) -> None:
-    from mechreason.activations.run import ActivationStore
+    from mechreason.activations import ActivationStore
 
     store = ActivationStore(root)
     sec.numbers += [Number(name="items", value=len(store.items)),

@@ -107,7 +107,7 @@ def tensor_source(x: Tensor, batch_size: int, *, seed: int = 0) -> BatchSource:
 
 def store_source(store: Any, hook: str, batch_size: int, *, seed: int = 0,
                  rows: list[int] | None = None) -> BatchSource:
-    """Batches streamed from an :class:`~mechreason.activations.run.ActivationStore` (shuffled
+    """Batches streamed from an :class:`~mechreason.activations.ActivationStore` (shuffled
     within its shard buffer, reseeded each epoch)."""
     if hook not in store.hooks:
         raise unknown("hook in this activation store", hook, store.hooks)

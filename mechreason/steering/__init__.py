@@ -1,7 +1,7 @@
 """Steering: add directions, clamp or add SAE latents and project directions out at
 chosen tokens during KV-cached batched generation, with one fused hook per touched
-layer (DESIGN section 5); plus evaluation, CoT-decoding (Wang and Zhou 2024), head
-editing (ThinkEdit) and the hybrid base+thinking model (Venhoff et al. 2025b).
+layer (DESIGN section 5); plus the evaluation that finds what to steer with.
+CoT-decoding, head editing and the hybrid loop live in :mod:`mechreason.methods`.
 """
 
 from mechreason.model.engine import left_pad
