@@ -87,3 +87,12 @@ def alphas(text: str) -> tuple[float, ...]:
     if not out:
         raise argparse.ArgumentTypeError(f"{text!r} holds no coefficient")
     return tuple(out)
+
+
+def add_model_arg(p: argparse.ArgumentParser) -> None:
+    """``--model``, defaulting to the one default model name
+    (:data:`mechreason.model.weights.DEFAULT_MODEL`)."""
+    from mechreason.model.weights import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="bundled short name, HF hub id or local HF directory (default: %(default)s)")

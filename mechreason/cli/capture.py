@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mechreason.cli._args import positive_int
+from mechreason.cli._args import add_model_arg, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "write the chosen hooks' activations as sharded safetensors with an "
                     "index keyed by item, position, sentence and phase. Re-running the same "
                     "command resumes an interrupted capture.")
-    p.add_argument("--model", default="smollm2-135m-instruct",
-                   help="bundled short name, HF hub id or local HF directory (default: %(default)s)")
+    add_model_arg(p)
     p.add_argument("--input", required=True, help=".txt or .jsonl file")
     p.add_argument("--hooks", default="blocks.*.hook_resid_post",
                    help="comma-separated hook names; 'blocks.*.' expands to every layer "

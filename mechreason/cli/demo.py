@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mechreason.cli._args import nonneg_int
+from mechreason.cli._args import add_model_arg, nonneg_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "anchors for one trace -> RUN_DIR/report.html. Each stage is resumable: "
                     "re-running skips stages whose output exists.")
     p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
-    p.add_argument("--model", default="smollm2-135m-instruct",
-                   help="bundled short name, hub id or local HF directory (default: %(default)s)")
+    add_model_arg(p)
     p.add_argument("--quick", action="store_true", help="less data everywhere (a few minutes on CPU)")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--sae", default=None,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mechreason.cli._args import ALPHA_WARN, alphas, nonneg_int, positive_int, temperature
+from mechreason.cli._args import (
+    ALPHA_WARN,
+    add_model_arg,
+    alphas,
+    nonneg_int,
+    positive_int,
+    temperature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latent", type=nonneg_int, default=None, help="SAE latent index")
     p.add_argument("--mode", default="add", help="latent: add | clamp (default: %(default)s)")
     p.add_argument("--hook", default=None, help="hook (default: the direction's best / SAE's)")
-    p.add_argument("--model", default="smollm2-135m-instruct")
+    add_model_arg(p)
     p.add_argument("--alpha", type=alphas, default=(1.0,),
                    help="coefficient, or a comma list for a sweep (finite, |alpha| <= 1e4)")
     p.add_argument("--positions", default="first",

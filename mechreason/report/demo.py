@@ -22,6 +22,7 @@ from typing import Any
 
 from mechreason.artifacts import read_json, write_json
 from mechreason.errors import MechReasonError, unknown
+from mechreason.model.weights import DEFAULT_MODEL
 from mechreason.progress import bar, live
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class DemoConfig:
 
     out: Path
     """Run directory (stage sub-directories, summary.json, report.html); resumed if it exists."""
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     """Bundled short name, hub id or local directory."""
     quick: bool = False
     """Less data everywhere (the QUICK sizes), for a first look in a few minutes."""

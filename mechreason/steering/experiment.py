@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mechreason.errors import MechReasonError
+from mechreason.model.weights import DEFAULT_MODEL
 from mechreason.steering.interventions import Add, AddLatent, Clamp, Intervention
 from mechreason.steering.positions import Positions
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 class SteerConfig:
     """One steering experiment."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     """Model name (see ``mechreason models``)."""
     vector: str | None = None
     """A direction directory (``direction.safetensors`` + ``direction.json``)."""
