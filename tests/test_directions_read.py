@@ -31,6 +31,32 @@ def test_logit_lens_ranks_like_the_models_head(tiny, seed):
     assert float(ratio[0]) > 0
 
 
+def test_logit_lens_on_gemma_uses_the_models_own_norm_gain():
+    """Gemma's norms scale by (1 + w). On a vector of unit RMS the HF model's own final
+    norm is exactly that gain, so the lens must equal lm_head(norm(v)) itself, and the
+    SAE stage's lens (one implementation) must promote the same tokens."""
+    from mechreason.model.loading import load_model
+    from mechreason.sae.features import logit_lens as sae_lens
+    from mechreason.sae.model import SAEConfig, SparseAutoencoder
+
+    gemma = load_model("tiny-random-gemma", device="cpu")
+    norm = final_norm(gemma)
+    with torch.no_grad():  # a gain far from 1, so w and 1 + w rank differently
+        norm.weight.copy_(torch.randn(gemma.d_model, generator=torch.Generator().manual_seed(3)))
+    v = torch.randn(gemma.d_model, generator=torch.Generator().manual_seed(4))
+    v = v / v.pow(2).mean().sqrt()  # unit RMS: the norm's 1/RMS is 1 (up to eps)
+    res = logit_lens(gemma, v, k=5)
+    with torch.no_grad():
+        head = gemma.hf.get_output_embeddings()(norm(v[None]))[0]
+    assert [t.id for t in res.promoted] == torch.topk(head, 5).indices.tolist()
+    torch.testing.assert_close(torch.tensor([t.score for t in res.promoted]),
+                               torch.topk(head, 5).values, rtol=1e-4, atol=1e-4)
+    sae = SparseAutoencoder(SAEConfig(d_in=gemma.d_model, d_sae=4, k=1))
+    with torch.no_grad():
+        sae.W_dec[1] = v
+    assert sae_lens(sae, gemma, [1], n=5)[1]["promotes"] == [t.token for t in res.promoted]
+
+
 def test_logit_lens_norm_choice_matters_and_signs_flip(tiny):
     v = torch.randn(tiny.d_model, generator=torch.Generator().manual_seed(3))
     weight = final_norm(tiny).weight

@@ -39,7 +39,7 @@ def test_capture_is_the_function_after_every_submodule_is_imported(tiny, tmp_pat
     import mechreason.activations.config
     import mechreason.activations.items
     import mechreason.activations.run
-    import mechreason.activations.store  # noqa: F401
+    import mechreason.activations.store
     from mechreason import CaptureConfig, capture
 
     assert isinstance(capture, types.FunctionType)

@@ -142,7 +142,7 @@ def test_top_activations_and_logit_lens(tiny, sae, store):
             assert float(_acts(sae, store, row)[lat]) == pytest.approx(v, abs=1e-5)
     lens = logit_lens(sae, tiny, [2], n=3)
     logits = tiny.hf.get_output_embeddings().weight @ (sae.W_dec[2] * tiny.hf.model.norm.weight)
-    want = tiny.tokenizer.convert_ids_to_tokens(logits.topk(3).indices.tolist())
+    want = [tiny.tokenizer.decode([i]) for i in logits.topk(3).indices.tolist()]
     assert lens[2]["promotes"] == want
 
 

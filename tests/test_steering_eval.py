@@ -9,7 +9,7 @@ import torch
 
 from mechreason.errors import MechReasonError
 from mechreason.methods.cot_decoding import _answer_span, cot_decode
-from mechreason.steering import Add, load_direction
+from mechreason.steering import Add, direction_vector
 from mechreason.steering.evaluate import (
     kl_vs_unsteered,
     last_prompt_acts,
@@ -80,14 +80,14 @@ def _direction_dir(tmp_path, d: int):
     return save_direction(tmp_path / "dir", ds), vecs
 
 
-def test_load_direction_reads_the_directions_stage(tmp_path):
+def test_direction_vector_reads_the_directions_stage(tmp_path):
     root, vecs = _direction_dir(tmp_path, 64)
-    v, hook = load_direction(root)
+    v, hook = direction_vector(root)
     assert hook == HOOK and torch.equal(v, vecs[1])
-    v, hook = load_direction(root, hook="blocks.1.hook_resid_post")
+    v, hook = direction_vector(root, hook="blocks.1.hook_resid_post")
     assert torch.equal(v, vecs[0])
     with pytest.raises(MechReasonError, match="did you mean"):
-        load_direction(root, hook="blocks.1.hook_resid_pots")
+        direction_vector(root, hook="blocks.1.hook_resid_pots")
 
 
 def test_steer_cli_writes_arms_and_summary(tmp_path, capsys):

@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     _warn_large(args.alpha, args.vector)
     if args.vector is not None:  # a missing, corrupt or degenerate direction fails first
-        from mechreason.steering.interventions import load_direction
+        from mechreason.directions.io import direction_vector
 
-        load_direction(args.vector, hook=args.hook)
+        direction_vector(args.vector, hook=args.hook)
     else:
         from mechreason.sae.io import load_sae
 

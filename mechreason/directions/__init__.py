@@ -20,7 +20,7 @@ _EXPORTS = {
     "format_table": "sweep",
     "logit_lens": "read", "cosine_matrix": "read", "sentence_projections": "read",
     "project_trace": "read",
-    "DirectionSet": "io", "save_direction": "io", "load_direction": "io",
+    "DirectionSet": "io", "save_direction": "io", "load_direction": "io", "direction_vector": "io",
     "export_gguf": "io", "import_gguf": "io", "ControlVector": "io",
     "DirectionsConfig": "pipeline", "compute_directions": "pipeline", "save_result": "pipeline",
     "export_result": "pipeline",

@@ -104,22 +104,74 @@ def save_direction(root: str | os.PathLike[str], ds: DirectionSet, *, cfg: Any =
     return root
 
 
-def load_direction(root: str | os.PathLike[str]) -> DirectionSet:
-    """Read a direction directory written by :func:`save_direction`."""
-    from safetensors.torch import load_file
+def _read_direction_dir(root: Path) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
+    """A direction directory's tensors (by hook name), its ``direction.json`` ({} when
+    absent) and the tensor file's path; the one reader behind both loaders below."""
+    from mechreason.artifacts import load_tensors
 
-    root = Path(root)
-    side = read_json(artifact_path(root, "direction_json"))
     path = artifact_path(root, "direction")
     if not path.is_file():
-        raise MechReasonError(f"no {path.name} in {str(root)!r}: not a direction directory")
-    tensors = load_file(str(path))
+        raise MechReasonError(f"{str(root)!r} is not a direction directory (no {path.name})")
+    tensors = load_tensors(path, "direction")
+    side = artifact_path(root, "direction_json")
+    info = read_json(side, "direction.json") if side.is_file() else {}
+    if not isinstance(info, dict):
+        raise MechReasonError(f"{str(side)!r} is not a direction.json object")
+    return tensors, info, path
+
+
+def load_direction(root: str | os.PathLike[str]) -> DirectionSet:
+    """Read a direction directory written by :func:`save_direction` (every hook)."""
+    tensors, side, path = _read_direction_dir(Path(root))
+    if "hooks" not in side:
+        raise MechReasonError(f"{str(root)!r} was not written by the directions stage (its "
+                              "direction.json names no 'hooks'); read one vector with "
+                              "direction_vector()")
     missing = [h for h in side["hooks"] if h not in tensors]
     if missing:
         raise MechReasonError(f"{path} lacks tensors for hooks {missing}")
     keep = {f.name for f in dataclasses.fields(DirectionSet)} - {"vectors"}
     return DirectionSet(vectors=torch.stack([tensors[h] for h in side["hooks"]]),
                         **{k: v for k, v in side.items() if k in keep})
+
+
+def direction_vector(root: str | os.PathLike[str], *, hook: str | None = None
+                     ) -> tuple[Float[Tensor, " d"], str]:
+    """One steering vector from a direction directory, as ``(vector, hook)``: the
+    directions stage's (one tensor per hook, ``best_hook`` the default) or a foreign
+    one (a single tensor, ``direction.json`` naming ``hook`` or ``layer``). ``hook``
+    picks one of several. The vector must be one finite, non-zero (d,) vector."""
+    from mechreason.model.loading import hook_name
+
+    tensors, info, path = _read_direction_dir(Path(root))
+    default = info.get("best_hook") or info.get("hook") or (
+        hook_name(int(info["layer"])) if isinstance(info.get("layer"), int) else None)
+    want = hook or default
+    if want in tensors:
+        return _steerable(tensors[want], path, str(want)), str(want)
+    if len(tensors) == 1 and want:
+        return _steerable(next(iter(tensors.values())), path, str(want)), str(want)
+    if hook is not None:
+        from mechreason.errors import unknown
+
+        raise unknown("hook of this direction", hook, sorted(tensors))
+    raise MechReasonError(f"{str(root)!r} holds directions at {sorted(tensors)} and names no "
+                          f"best hook; pass --hook")
+
+
+def _steerable(t: Tensor, path: Path, hook: str) -> Tensor:
+    """A direction as one finite, non-zero vector: a (d,) or (1, d) tensor; a matrix
+    (several directions) is refused rather than flattened."""
+    if t.ndim != 1 and not (t.ndim == 2 and t.shape[0] == 1):
+        raise MechReasonError(f"{str(path)!r} holds a {tuple(t.shape)} tensor at {hook!r}; a "
+                              "steering direction is one vector of shape (d_model,)")
+    v = t.float().reshape(-1)
+    if not bool(torch.isfinite(v).all()):
+        raise MechReasonError(f"{str(path)!r}: the direction at {hook!r} holds NaN or inf")
+    if float(v.norm()) == 0.0:
+        raise MechReasonError(f"{str(path)!r}: the direction at {hook!r} is all zeros; "
+                              "steering by it changes nothing")
+    return v
 
 
 def gguf_layer(hook: str) -> int:

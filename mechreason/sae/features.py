@@ -263,15 +263,14 @@ def describe_row(store: Any, row: int, tokens: Mapping[str, Sequence[int]], toke
 @torch.no_grad()
 def logit_lens(sae: SparseAutoencoder, model: Any, latents: Sequence[int], *, n: int = 10
                ) -> dict[int, dict[str, list[str]]]:
-    """Tokens each latent's decoder direction promotes and suppresses through the final
-    norm's gain and the unembedding."""
-    w_u = model.hf.get_output_embeddings().weight.float()  # (vocab, d)
-    norm = getattr(getattr(model.hf, "model", None), "norm", None)
-    gain = norm.weight.float() if norm is not None and hasattr(norm, "weight") else 1.0
+    """Tokens each latent's decoder direction promotes and suppresses: the directions
+    stage's lens (:func:`mechreason.directions.read.logit_lens`, the final norm's gain
+    as the model applies it, ``1 + w`` on Gemma) on each decoder row."""
+    from mechreason.directions.read import logit_lens as lens
+
     out = {}
     for li in latents:
-        logits = w_u @ (sae.W_dec[li].float() * gain)
-        dec = model.tokenizer.convert_ids_to_tokens
-        out[int(li)] = {"promotes": dec(logits.topk(n).indices.tolist()),
-                        "suppresses": dec((-logits).topk(n).indices.tolist())}
+        res = lens(model, sae.W_dec[li].detach(), k=n)
+        out[int(li)] = {"promotes": [t.token for t in res.promoted],
+                        "suppresses": [t.token for t in res.suppressed]}
     return out

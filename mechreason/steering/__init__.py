@@ -4,6 +4,7 @@ layer (DESIGN section 5); plus the evaluation that finds what to steer with.
 CoT-decoding, head editing and the hybrid loop live in :mod:`mechreason.methods`.
 """
 
+from mechreason.directions.io import direction_vector
 from mechreason.model.engine import left_pad
 from mechreason.steering.engine import Steering, steer
 from mechreason.steering.interventions import (
@@ -13,7 +14,6 @@ from mechreason.steering.interventions import (
     Clamp,
     Intervention,
     latent_activation,
-    load_direction,
 )
 from mechreason.steering.positions import Positions
 
@@ -27,6 +27,6 @@ __all__ = [
     "Steering",
     "latent_activation",
     "left_pad",
-    "load_direction",
+    "direction_vector",
     "steer",
 ]

@@ -96,9 +96,9 @@ def _arms(cfg: SteerConfig, model: Any) -> tuple[dict[str, list[Intervention]], 
     arms: dict[str, list[Intervention]] = {}
     tag = (lambda a: "") if len(cfg.alphas) == 1 else (lambda a: f"_a{a:g}")
     if cfg.vector is not None:
-        from mechreason.steering.interventions import load_direction
+        from mechreason.directions.io import direction_vector
 
-        vec, hook = load_direction(cfg.vector, hook=cfg.hook)
+        vec, hook = direction_vector(cfg.vector, hook=cfg.hook)
         info = {"vector": cfg.vector, "hook": hook, "norm": float(vec.norm())}
         ctrl = random_like(vec, cfg.seed)
         for a in cfg.alphas:

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from mechreason.errors import MechReasonError
@@ -250,53 +248,3 @@ def latent_activation(sae: Any, x: torch.Tensor, latent: int) -> torch.Tensor:
     thr = getattr(sae, "threshold", None)
     t = 0.0 if thr is None else thr[latent]
     return pre.clamp_min(0) * (pre > t)
-
-
-def _steerable(t: torch.Tensor, path: Path, hook: str) -> torch.Tensor:
-    """A direction as one finite, non-zero vector: a (d,) or (1, d) tensor; a matrix
-    (several directions) is refused rather than flattened."""
-    import torch
-
-    if t.ndim != 1 and not (t.ndim == 2 and t.shape[0] == 1):
-        raise MechReasonError(f"{str(path)!r} holds a {tuple(t.shape)} tensor at {hook!r}; a "
-                              "steering direction is one vector of shape (d_model,)")
-    v = t.float().reshape(-1)
-    if not bool(torch.isfinite(v).all()):
-        raise MechReasonError(f"{str(path)!r}: the direction at {hook!r} holds NaN or inf")
-    if float(v.norm()) == 0.0:
-        raise MechReasonError(f"{str(path)!r}: the direction at {hook!r} is all zeros; "
-                              "steering by it changes nothing")
-    return v
-
-
-def load_direction(path: str | os.PathLike[str], *, hook: str | None = None
-                   ) -> tuple[torch.Tensor, str]:
-    """A direction directory as (vector, hook name). ``direction.safetensors`` holds one
-    tensor per hook keyed by hook name (the directions stage) or a single tensor;
-    ``direction.json`` names ``hooks`` / ``best_hook`` or ``hook`` / ``layer``. ``hook``
-    picks one of several (default: the best hook)."""
-    from mechreason.artifacts import artifact_path, load_tensors, read_json
-    from mechreason.model.loading import hook_name
-
-    root = Path(path)
-    tpath = artifact_path(root, "direction")
-    if not tpath.is_file():
-        raise MechReasonError(f"{str(root)!r} is not a direction directory (no {tpath.name})")
-    tensors = load_tensors(tpath, "direction")
-    side = artifact_path(root, "direction_json")
-    info = read_json(side, "direction.json") if side.is_file() else {}
-    if not isinstance(info, dict):
-        raise MechReasonError(f"{str(side)!r} is not a direction.json object")
-    default = info.get("best_hook") or info.get("hook") or (
-        hook_name(int(info["layer"])) if isinstance(info.get("layer"), int) else None)
-    want = hook or default
-    if want in tensors:
-        return _steerable(tensors[want], tpath, str(want)), str(want)
-    if len(tensors) == 1 and want:
-        return _steerable(next(iter(tensors.values())), tpath, str(want)), str(want)
-    if hook is not None:
-        from mechreason.errors import unknown
-
-        raise unknown("hook of this direction", hook, sorted(tensors))
-    raise MechReasonError(f"{str(root)!r} holds directions at {sorted(tensors)} and names no "
-                          f"best hook; pass --hook")
