@@ -137,21 +137,13 @@ def spearman(a: Tensor, b: Tensor) -> float:
     return float((ra * rb).sum()) / den if den else float("nan")
 
 
-def token_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
-    """The concatenated per-token text and each token's character span in it."""
-    text, spans = "", []
-    for t in ids:
-        piece = tokenizer.decode([int(t)])
-        spans.append((len(text), len(text) + len(piece)))
-        text += piece
-    return text, spans
-
-
 def word_windows(tokenizer: Any, ids: Sequence[int], words: Sequence[str] = REASON_WORDS, *,
                  left: int = 1, right: int = 2) -> dict[str, set[int]]:
     """Token positions within ``left``/``right`` tokens of each occurrence of each word
     (whole words, case-insensitive; multi-word entries such as "let me" match as phrases)."""
-    text, spans = token_offsets(tokenizer, ids)
+    from mechreason.traces.sentences import decode_offsets
+
+    text, spans = decode_offsets(tokenizer, ids)
     out: dict[str, set[int]] = {w: set() for w in words}
     for w in words:
         for m in re.finditer(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text, re.IGNORECASE):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mechreason.errors import MechReasonError
 from mechreason.model.engine import step_info
+from mechreason.model.hooks import hooks_context
 from mechreason.steering.interventions import Intervention, Rows
 from mechreason.steering.positions import Positions, Tracker
 
@@ -176,19 +177,13 @@ class Steering:
                 out.setdefault(b, []).append(p)
         return {b: sorted(v) for b, v in out.items()}
 
-    @property
-    def tracker(self) -> Tracker | None:
-        return self._tracker
-
     def __enter__(self) -> Steering:
         self._stack = contextlib.ExitStack()
         want = any(p.kind == "sentence-starts" for p in self.specs)
         self._tracker = Tracker(self.model.tokenizer, want_sentences=want,
                                 prompt_lens=self.prompt_lens)
         try:  # all or nothing: anything registered is removed if a later step fails
-            for name, fused in self.fused.items():
-                h = self.model.points[name].add(fused)
-                self._stack.callback(h.remove)
+            self._stack.enter_context(hooks_context(self.model, dict(self.fused)))
             handle = self.model.hf.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
             self._stack.callback(handle.remove)
         except BaseException:

@@ -83,11 +83,6 @@ def is_boundary(text: str) -> bool:
 
 # ---------------------------------------------------------------- token spans and phases
 
-PHASES = ("prompt", "reasoning", "answer")
-"""Token phases: the prompt, the generated reasoning, and the answer (from the sentence
-that holds the final answer to the end)."""
-
-
 def decode_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
     """The text of ``ids`` and each token's (start, end) character offsets in it.
 
