@@ -160,19 +160,14 @@ def _forward_batch(model: Model, batch: list[Item], hooks: Sequence[str],
     to ``keep_dtype`` inside the hook (the storage dtype: one half-size copy) or float32."""
     import torch
 
+    from mechreason.model.engine import pad_batch
     from mechreason.model.hooks import StopForward, hooks_context, run_forward
     from mechreason.model.weights import parse_dtype
 
-
     td = parse_dtype(keep_dtype) if keep_dtype else torch.float32
-
     lens = [len(it.ids) for it in batch]
     width = max(lens)
-    ids = torch.full((len(batch), width), model.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for r, it in enumerate(batch):
-        ids[r, width - lens[r]:] = torch.tensor(it.ids)
-        mask[r, width - lens[r]:] = 1
+    ids, mask = pad_batch([it.ids for it in batch], model.pad_id)
     pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     got: dict[str, torch.Tensor] = {}
 

@@ -31,17 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.activations import ActivationStore
-    from mechreason.errors import MechReasonError
     from mechreason.model.loading import load_model
     from mechreason.outputs import check_out_dir, output_lock
-    from mechreason.sae.io import load_sae
+    from mechreason.sae.io import check_sae_fits, load_sae
 
     check_out_dir(args.out)
     sae, store = load_sae(args.sae), ActivationStore(args.acts)
-    hook = sae.cfg.hook
-    if hook not in store.hooks or sae.cfg.d_in != store.d_model:
-        raise MechReasonError(f"SAE (hook {hook!r}, d_in {sae.cfg.d_in}) does not fit the store "
-                              f"(hooks {store.hooks}, d_model {store.d_model})")
+    hook = check_sae_fits(sae, store)
     with output_lock(args.out):
         return _rank(args, sae, store, hook, load_model(store.cfg["model"], device="cpu"))
 

@@ -133,23 +133,17 @@ def _train(args: argparse.Namespace, cfg: Any, stores: list[Any]) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from mechreason.activations import ActivationStore
     from mechreason.artifacts import read_json, write_json
-    from mechreason.errors import MechReasonError
     from mechreason.sae.evaluate import (
         loss_recovered,
         reconstruction_metrics,
         split_items,
         store_rows,
     )
-    from mechreason.sae.io import load_sae
+    from mechreason.sae.io import check_sae_fits, load_sae
 
     sae = load_sae(args.sae)
-    hook = sae.cfg.hook
     store = ActivationStore(args.acts)
-    if hook is None or hook not in store.hooks:
-        raise MechReasonError(f"SAE hook {hook!r} is not in the store; captured: {store.hooks}")
-    if sae.cfg.d_in != store.d_model:
-        raise MechReasonError(f"SAE d_in={sae.cfg.d_in} does not match the store's "
-                              f"d_model={store.d_model}")
+    hook = check_sae_fits(sae, store)
     mr = (read_json(Path(args.sae) / "cfg.json")["metadata"].get("mechreason") or {})
     trained_on = mr.get("acts") or []
     same = str(Path(args.acts).resolve()) in (trained_on if isinstance(trained_on, list)

@@ -239,19 +239,27 @@ def nucleus_drop(probs: torch.Tensor, top_p: float, k: int = 512) -> torch.Tenso
 
 # --- prefill and the decode loop --------------------------------------------------------
 
-def left_pad(model: Model, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded (input_ids, attention_mask) on the model's device."""
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, *, left: bool = True,
+              device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows padded to one width with ``pad_id`` on the left (decoding: every
+    row's last token is the last column) or the right (scoring), and the attention mask."""
     import torch
 
-    if not prompts or any(len(p) == 0 for p in prompts):
+    if not seqs or any(len(p) == 0 for p in seqs):
         raise MechReasonError("every prompt needs at least one token; got an empty prompt")
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), model.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(list(p))
-        mask[i, width - len(p):] = 1
-    return ids.to(model.device), mask.to(model.device)
+    width = max(len(p) for p in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, p in enumerate(seqs):
+        cols = slice(width - len(p), width) if left else slice(0, len(p))
+        ids[i, cols] = torch.tensor(list(p))
+        mask[i, cols] = 1
+    return ids.to(device), mask.to(device)
+
+
+def left_pad(model: Model, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (input_ids, attention_mask) on the model's device."""
+    return pad_batch(prompts, model.pad_id, device=model.device)
 
 
 class Batch(NamedTuple):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mechreason.errors import MechReasonError
+from mechreason.model.engine import pad_batch
 from mechreason.sae.model import SparseAutoencoder
 
 
@@ -88,7 +89,8 @@ def loss_recovered(model: Any, sae: SparseAutoencoder, hook: str, sequences: Seq
     totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     count = 0
     for b in range(0, len(sequences), batch_size):
-        ids, mask = _right_pad(sequences[b:b + batch_size], model.pad_id, model.device)
+        ids, mask = pad_batch(sequences[b:b + batch_size], model.pad_id, left=False,
+                              device=model.device)
         for name, fn in (("clean", None), ("sae", splice), ("zero", zero)):
             with hooks_context(model, {hook: fn} if fn else {}):
                 logits = model.hf(input_ids=ids, attention_mask=mask, use_cache=False).logits
@@ -100,16 +102,6 @@ def loss_recovered(model: Any, sae: SparseAutoencoder, hook: str, sequences: Seq
     return {"loss_clean": loss["clean"], "loss_sae": loss["sae"], "loss_zero": loss["zero"],
             "loss_recovered": (loss["zero"] - loss["sae"]) / gap if gap else float("nan"),
             "ce_increase": loss["sae"] - loss["clean"], "tokens": count}
-
-
-def _right_pad(seqs: Sequence[list[int]], pad: int, device: Any) -> tuple[Tensor, Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def split_items(item_ids: Iterable[str], holdout: float) -> tuple[set[str], set[str]]:

@@ -182,16 +182,38 @@ def from_sae_lens_dict(cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> S
     return sae
 
 
-def check_sae_fits(sae: SparseAutoencoder, model: Any, hook: str | None = None) -> str:
-    """Raise unless ``sae`` reads ``model``'s activations at ``hook`` (default: the SAE's
-    own hook). Returns the hook name."""
-    hook = hook or sae.cfg.hook
+def sae_hook(sae: Any) -> str | None:
+    """The hook an SAE was trained on, from a mechreason SAE's ``cfg.hook`` or a SAELens
+    SAE's ``cfg.metadata.hook_name`` (None when it records none)."""
+    cfg = getattr(sae, "cfg", None)
+    for holder in (getattr(cfg, "metadata", None), cfg):
+        for attr in ("hook_name", "hook"):
+            name = getattr(holder, attr, None)
+            if isinstance(name, str) and name:
+                return name
+    return None
+
+
+def check_sae_fits(sae: Any, target: Any, hook: str | None = None) -> str:
+    """Raise unless ``sae`` (mechreason's or SAELens's) reads ``target``'s activations
+    at ``hook`` (default: the SAE's own hook): ``target`` is a loaded model or an
+    :class:`~mechreason.activations.ActivationStore`. The one fit check of every stage.
+    Returns the hook name."""
+    own = sae_hook(sae)
+    hook = hook or own
     if hook is None:
         raise MechReasonError("the SAE records no hook name; pass the hook it reads")
-    model.check_hook(hook)
-    if sae.cfg.hook is not None and hook != sae.cfg.hook:
-        raise MechReasonError(f"SAE was trained on hook {sae.cfg.hook!r}, not {hook!r}")
-    if re.search(r"resid|attn_out|mlp_out|embed", hook) and sae.cfg.d_in != model.d_model:
-        raise MechReasonError(f"SAE d_in={sae.cfg.d_in} does not match model {model.name!r} "
-                              f"d_model={model.d_model} at {hook!r}")
+    if own is not None and hook != own:
+        raise MechReasonError(f"SAE was trained on hook {own!r}, not {hook!r}")
+    if hasattr(target, "check_hook"):
+        target.check_hook(hook)
+        what = f"model {target.name!r}"
+    elif hook not in target.hooks:
+        raise MechReasonError(f"SAE hook {hook!r} is not in the store; captured: {target.hooks}")
+    else:
+        what = "the store's"
+    d_in = int(sae.W_dec.shape[-1])
+    if re.search(r"resid|attn_out|mlp_out|embed", hook) and d_in != target.d_model:
+        raise MechReasonError(f"SAE d_in={d_in} does not match {what} d_model={target.d_model} "
+                              f"at {hook!r}")
     return hook

@@ -154,16 +154,6 @@ class Ablate(Intervention):
         return Rows("ablate", u, u.T.contiguous(), None, None)
 
 
-def _sae_hook(sae: Any) -> str | None:
-    cfg = getattr(sae, "cfg", None)
-    for holder in (getattr(cfg, "metadata", None), cfg):
-        for attr in ("hook_name", "hook"):
-            name = getattr(holder, attr, None)
-            if isinstance(name, str) and name:
-                return name
-    return None
-
-
 def _norm_scale(sae: Any) -> float:
     """mechreason SAEs read ``x * norm_scale`` and decode ``/ norm_scale``."""
     s = getattr(sae, "norm_scale", None)
@@ -178,7 +168,9 @@ class _Latent(Intervention):
     """The latent's index."""
 
     def resolved_hook(self) -> str:
-        return self.hook or _sae_hook(self.sae) or ""
+        from mechreason.sae.io import sae_hook
+
+        return self.hook or sae_hook(self.sae) or ""
 
     def check(self, model: Model, valid: frozenset[str] | None = None) -> str:
         hook = super().check(model, valid)
@@ -187,14 +179,10 @@ class _Latent(Intervention):
             if getattr(sae, attr, None) is None:
                 raise MechReasonError(f"the SAE has no {attr}: pass an object with W_enc, "
                                       "b_enc, W_dec, b_dec (e.g. sae_lens.SAE)")
-        n, d = sae.W_dec.shape
-        if d != model.d_model:
-            raise MechReasonError(f"SAE d_in is {d} but {model.name} has d_model "
-                                  f"{model.d_model}")
-        own = _sae_hook(sae)
-        if own and self.hook and own != self.hook:
-            raise MechReasonError(f"SAE was trained on {own!r} but the hook given is "
-                                  f"{self.hook!r}")
+        from mechreason.sae.io import check_sae_fits
+
+        check_sae_fits(sae, model, hook)
+        n = int(sae.W_dec.shape[0])
         if not 0 <= self.latent < n:
             raise MechReasonError(f"latent {self.latent} out of range: the SAE has latents "
                                   f"0..{n - 1}")
