@@ -283,7 +283,7 @@ def png_support() -> str | None:
 
         if chromium.Chromium.find_browser(skip_local=False):  # pragma: no cover - env-specific
             return None
-    except Exception:  # any failure just means "not found"
+    except (ImportError, AttributeError, OSError):  # no choreographer, another API, no file
         pass
     return ("PNG export is off: kaleido is installed but no Chromium was found "
             "(apt install chromium, or run `plotly_get_chrome`, or set BROWSER_PATH). "

@@ -115,10 +115,10 @@ def _arms(cfg: SteerConfig, model: Any) -> tuple[dict[str, list[Intervention]], 
     other = random_latent(int(sae.W_dec.shape[0]), cfg.latent, cfg.seed)
     info = {"sae": cfg.sae, "latent": cfg.latent, "control_latent": other, "mode": cfg.mode}
     for a in cfg.alphas:
-        arms[f"steered{tag(a)}"] = [kind(hook=cfg.hook or "", sae=sae, latent=cfg.latent,
+        arms[f"steered{tag(a)}"] = [kind(hook=cfg.hook, sae=sae, latent=cfg.latent,
                                          alpha=a, positions=cfg.positions)]
         if cfg.control:
-            arms[f"control{tag(a)}"] = [kind(hook=cfg.hook or "", sae=sae, latent=other,
+            arms[f"control{tag(a)}"] = [kind(hook=cfg.hook, sae=sae, latent=other,
                                              alpha=a, positions=cfg.positions)]
     return arms, info
 

@@ -26,6 +26,7 @@ pre-activation, ignoring competition from the other latents.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -63,28 +64,30 @@ class Rows(NamedTuple):
 class Intervention:
     """Common fields: where, when, and how strongly."""
 
-    hook: str = ""
-    """Hook name, e.g. ``blocks.15.hook_resid_post`` (SAE interventions default to the
-    SAE's own hook)."""
+    hook: str | None = None
+    """Hook name, e.g. ``blocks.15.hook_resid_post`` (required, except that SAE
+    interventions default to the SAE's own hook)."""
     alpha: float = 1.0
     """Coefficient: the scale (Add, AddLatent, Ablate) or the clamp value (Clamp).
     Changed during a run with ``Steering.set_alpha`` without re-registering hooks."""
     positions: Positions | str = "all"
-    """Which tokens: see :mod:`mechreason.steering.positions`."""
+    """Which tokens: a :class:`Positions` or its string form (``"first"``,
+    ``"window:0:8"``, ...; see :mod:`mechreason.steering.positions`). Kept as given;
+    :attr:`pos` is the parsed form."""
     name: str | None = None
     """A label for ``set_alpha`` and reports."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "positions", Positions.parse(self.positions))
+        self.pos  # noqa: B018  (parse now: a bad position spec fails at construction)
         if not math.isfinite(self.alpha):
             raise MechReasonError(f"alpha must be finite, got {self.alpha!r}")
 
-    @property
+    @functools.cached_property
     def pos(self) -> Positions:
-        assert isinstance(self.positions, Positions)
-        return self.positions
+        """The positions, parsed."""
+        return Positions.parse(self.positions)
 
-    def resolved_hook(self) -> str:
+    def resolved_hook(self) -> str | None:
         return self.hook
 
     def rows(self, model: Model) -> Rows:
@@ -167,10 +170,10 @@ class _Latent(Intervention):
     latent: int = 0
     """The latent's index."""
 
-    def resolved_hook(self) -> str:
+    def resolved_hook(self) -> str | None:
         from mechreason.sae.io import sae_hook
 
-        return self.hook or sae_hook(self.sae) or ""
+        return self.hook or sae_hook(self.sae)
 
     def check(self, model: Model, valid: frozenset[str] | None = None) -> str:
         hook = super().check(model, valid)

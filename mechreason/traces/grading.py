@@ -179,7 +179,8 @@ def _canonical_number(s: str) -> str:
     """``"1,200.50"`` -> ``"1200.5"``, ``"6/8"`` -> ``"3/4"``, ``"-0"`` -> ``"0"``."""
     s = s.replace(",", "").replace(" ", "")
     value = to_fraction(s)
-    assert value is not None, s
+    if value is None:  # not a plain number: compared as text
+        return s
     if value.denominator == 1:
         return str(value.numerator)
     if "/" in s:

@@ -188,9 +188,9 @@ def _hub_rows(name: str, config: str | None, split: str) -> list[dict[str, Any]]
                               "pass --data-file PATH") from None
     try:
         return list(datasets.load_dataset(name, config, split=split))
-    except Exception as e:
-        raise MechReasonError(f"could not load {name!r} from the hub ({type(e).__name__}); "
-                              "pass --data-file PATH to read a local JSONL") from None
+    except Exception as e:  # datasets raises many types (network, auth, missing config)
+        raise MechReasonError(f"could not load {name!r} from the hub ({type(e).__name__}: "
+                              f"{e}); pass --data-file PATH to read a local JSONL") from e
 
 
 def gsm8k_gold(answer: str) -> str:
