@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Literal
 
 from mechreason.errors import MechReasonError, unknown
 
@@ -16,22 +17,23 @@ DTYPES = ("float16", "bfloat16", "float32")
 class CaptureConfig:
     """What to capture and how to store it."""
 
-    hooks: tuple[str, ...]
-    """TransformerLens hook names; ``blocks.*.hook_resid_post`` expands to every layer."""
+    hooks: tuple[str, ...] = ("blocks.*.hook_resid_post",)
+    """TransformerLens hook names; ``blocks.*.`` expands to every layer."""
     positions: str | tuple[int, ...] = "all"
     """``all``, ``last``, ``prompt``, ``generated``, ``first-generated`` (the last three
     need trace records), or explicit token indices (negative counts from the end)."""
-    aggregate: str = "token"
+    aggregate: Literal["token", "mean"] = "token"
     """``token``: one row per position; ``mean``: one row per sentence for traces (per
     item otherwise), the mean over the selected positions."""
-    dtype: str = "float16"
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     """Storage dtype: float16, bfloat16 or float32."""
     batch_size: int = 8
     """Items per forward pass."""
     shard_rows: int = 4096
     """A shard is closed (at a batch boundary) once it holds at least this many rows."""
     max_length: int | None = None
-    """Truncate items to this many tokens (None: no limit)."""
+    """Truncate items to this many tokens (recorded in the store's config; None: an item
+    longer than the model's context is refused)."""
 
     def __post_init__(self) -> None:
         if not self.hooks:

@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 from mechreason.cli._args import nonneg_int, open_fraction, positive_int
+from mechreason.cli._config import add_config, from_args
+from mechreason.directions.config import DirectionsConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,22 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "write a direction directory; optionally export a llama.cpp control "
                     "vector GGUF.")
     p.add_argument("--acts", required=True, nargs="+", help="capture directories")
-    p.add_argument("--contrast", required=True, help="e.g. style=cot:direct, label=backtracking")
-    # choices are checked by DirectionsConfig (importing them here would load torch)
-    p.add_argument("--aggregate", default="first-generated",
-                   help="sentence-start | sentence-mean | reasoning-mean | last-prompt | "
-                        "first-generated (default: %(default)s)")
-    p.add_argument("--method", default="mean-diff",
-                   help="mean-diff | unit-mean-diff | label-vs-all | pca | logistic "
-                        "(default: %(default)s)")
-    p.add_argument("--hooks", default="", help="comma-separated hooks (default: all captured)")
-    p.add_argument("--test-frac", type=open_fraction, default=0.3,
-                   help="fraction of problems held out, in (0, 1) (default: %(default)s)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--split-key", default="auto",
-                   help="item field naming the problem (default: problem_id, question or item)")
-    p.add_argument("--min-problems", type=positive_int, default=10,
-                   help="flag groups with fewer problems (default: %(default)s)")
+    add_config(p, DirectionsConfig, skip={"acts"},
+               types={"test_frac": open_fraction, "seed": nonneg_int, "min_problems": positive_int})
     p.add_argument("--out", required=True, help="output direction directory")
     p.add_argument("--export-gguf", default=None, metavar="FILE",
                    help="also write a llama.cpp control-vector GGUF (direction.L per layer; "
@@ -51,17 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.directions.io import gguf_layer, parse_gguf_layers
-    from mechreason.directions.pipeline import DirectionsConfig, compute_directions
+    from mechreason.directions.pipeline import compute_directions
     from mechreason.outputs import check_out_dir, check_out_file, output_lock
 
     check_out_dir(args.out)
     if args.export_gguf:
         check_out_file(args.export_gguf, flag="--export-gguf")
-    cfg = DirectionsConfig(acts=tuple(args.acts), contrast=args.contrast,
-                           aggregate=args.aggregate, method=args.method,
-                           hooks=tuple(h.strip() for h in args.hooks.split(",") if h.strip()),
-                           test_frac=args.test_frac, seed=args.seed, split_key=args.split_key,
-                           min_problems=args.min_problems)
+    cfg = from_args(DirectionsConfig, args, acts=tuple(args.acts))
     layers = parse_gguf_layers(args.gguf_layers)
     if args.export_gguf and isinstance(layers, list):  # fail before the sweep, not after
         for layer in layers:

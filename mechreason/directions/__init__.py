@@ -22,7 +22,7 @@ _EXPORTS = {
     "project_trace": "read",
     "DirectionSet": "io", "save_direction": "io", "load_direction": "io", "direction_vector": "io",
     "export_gguf": "io", "import_gguf": "io", "ControlVector": "io",
-    "DirectionsConfig": "pipeline", "compute_directions": "pipeline", "save_result": "pipeline",
+    "DirectionsConfig": "config", "compute_directions": "pipeline", "save_result": "pipeline",
     "export_result": "pipeline",
 }
 

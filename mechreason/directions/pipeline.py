@@ -8,56 +8,21 @@ CLI ``mechreason directions`` is a thin shell over :class:`DirectionsConfig`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
 from typing import NamedTuple
 
-from mechreason.directions.contrast import AGGREGATIONS, ContrastSet, ContrastSpec, build_contrast
+from mechreason.directions.config import DirectionsConfig
+from mechreason.directions.contrast import ContrastSet, build_contrast
 from mechreason.directions.io import DirectionSet, export_gguf, save_direction, vectors_for_export
-from mechreason.directions.methods import CITATIONS, METHODS, get_method
+from mechreason.directions.methods import CITATIONS, get_method
 from mechreason.directions.sweep import SweepResult, sweep
-from mechreason.errors import MechReasonError, unknown
+from mechreason.errors import unknown
 
 log = logging.getLogger(__name__)
 
 BEST_RULE = "max held-out AUROC, ties (1e-9) to the earlier layer"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DirectionsConfig:
-    """What direction to compute from which activations."""
-
-    acts: tuple[str, ...]
-    """Capture directories (``mechreason capture``); several are read as one pool."""
-    contrast: str
-    """``key=A:B`` or ``key=A`` (A vs the rest), e.g. ``style=cot:direct``."""
-    aggregate: str = "first-generated"
-    """How tokens become vectors: one of :data:`~mechreason.directions.contrast.AGGREGATIONS`."""
-    method: str = "mean-diff"
-    """One of :data:`~mechreason.directions.methods.METHODS`."""
-    hooks: tuple[str, ...] = ()
-    """Hooks to sweep (empty: every hook the stores share)."""
-    test_frac: float = 0.3
-    """Fraction of problems held out for the sweep's metrics."""
-    seed: int = 0
-    """Seed of the problem split and of the random control directions."""
-    split_key: str = "auto"
-    """Item field naming the problem (auto: problem_id, else question, else item id)."""
-    min_problems: int = 10
-    """Groups with fewer problems than this are flagged as too small to trust."""
-
-    def __post_init__(self) -> None:
-        if not self.acts:
-            raise MechReasonError("directions need at least one --acts directory")
-        ContrastSpec.parse(self.contrast)
-        if self.aggregate not in AGGREGATIONS:
-            raise unknown("aggregation", self.aggregate, AGGREGATIONS)
-        if self.method not in METHODS:
-            raise unknown("direction method", self.method, METHODS)
-        if not 0 < self.test_frac < 1:
-            raise MechReasonError(f"test_frac must be in (0, 1), got {self.test_frac!r}")
 
 
 class DirectionsResult(NamedTuple):

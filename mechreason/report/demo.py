@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mechreason.artifacts import read_json, write_json
 from mechreason.errors import MechReasonError, unknown
@@ -81,7 +81,7 @@ class DemoConfig:
     """The SAE's id within the SAELens release ``sae`` (needs a reachable hub)."""
     device: str | None = None
     """cpu, cuda, ... (None: cuda if available)."""
-    dtype: str = "float32"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Model weights' dtype: float32, float16 or bfloat16 (bfloat16 for large models on a GPU)."""
     progress: bool = True
     """Show a progress bar per stage."""
