@@ -13,6 +13,7 @@ from mechreason.cli import build_parser
 from mechreason.cli._config import add_config, field_docs, from_args
 from mechreason.directions.config import DirectionsConfig
 from mechreason.report.demo import DemoConfig
+from mechreason.steering.experiment import SteerConfig
 
 # (subcommand argv that satisfies its required options, the config, fields the command
 # sets itself rather than through a generated option)
@@ -21,6 +22,7 @@ CASES = [
     (["directions", "--acts", "a", "--contrast", "style=cot:direct", "--out", "o"],
      DirectionsConfig, {"acts"}),
     (["demo", "--out", "o"], DemoConfig, {"custom_sizes", "model"}),
+    (["steer", "--vector", "v", "--out", "o"], SteerConfig, {"model", "vector", "sae", "alphas"}),
 ]
 
 
@@ -29,7 +31,7 @@ def test_defaults_come_from_the_config(argv, cls, own):
     args = build_parser().parse_args(argv)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
              if f.name not in own and f.default is dataclasses.MISSING}
-    extra = {"acts": ("a",)} if "acts" in own else {}
+    extra = {"acts": ("a",)} if "acts" in own else {"vector": "v"} if "vector" in own else {}
     assert from_args(cls, args, **extra) == cls(**given, **extra)
 
 

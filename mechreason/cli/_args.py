@@ -65,6 +65,8 @@ open_fraction = _number(float, 0, 1, lo_open=True, hi_open=True)
 """A fraction in (0, 1)."""
 probability = _number(float, 0, 1, lo_open=True)
 """A probability in (0, 1] (top-p)."""
+difficulty = _number(int, 1, 5)
+"""A problem difficulty (arithmetic steps) in [1, 5]."""
 temperature = _number(float, 0, 100)
 """A sampling temperature in [0, 100] (0: greedy)."""
 

@@ -9,10 +9,13 @@ from mechreason.cli._args import (
     ALPHA_WARN,
     add_model_arg,
     alphas,
+    difficulty,
     nonneg_int,
     positive_int,
     temperature,
 )
+from mechreason.cli._config import add_config, from_args
+from mechreason.steering.experiment import SteerConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--vector", help="direction directory (direction.safetensors + .json)")
     src.add_argument("--sae", help="SAE folder (SAELens format); needs --latent")
-    p.add_argument("--latent", type=nonneg_int, default=None, help="SAE latent index")
-    p.add_argument("--mode", default="add", help="latent: add | clamp (default: %(default)s)")
-    p.add_argument("--hook", default=None, help="hook (default: the direction's best / SAE's)")
     add_model_arg(p)
-    p.add_argument("--alpha", type=alphas, default=(1.0,),
+    p.add_argument("--alpha", type=alphas, default=SteerConfig.alphas,
                    help="coefficient, or a comma list for a sweep (finite, |alpha| <= 1e4)")
-    p.add_argument("--positions", default="first",
-                   help="first | first:K | all | prompt | generated | sentence-starts | "
-                        "window:N | indices:I,J (default: %(default)s)")
-    p.add_argument("--task", default="arithmetic", help="arithmetic | gsm8k | math")
-    p.add_argument("--n", type=positive_int, default=30, help="problems (default: %(default)s)")
-    p.add_argument("--difficulty", type=int, default=None, choices=[1, 2, 3, 4, 5])
-    p.add_argument("--data-file", default=None, help="local gsm8k / math data")
-    p.add_argument("--style", default="direct", help="prompt style (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=128)
-    p.add_argument("--temperature", type=temperature, default=0.0)
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--no-control", action="store_true", help="skip the random control arm")
-    p.add_argument("--kl-texts", type=nonneg_int, default=8,
-                   help="unsteered responses used as fixed texts for KL (default: %(default)s)")
+    add_config(p, SteerConfig, skip={"model", "vector", "sae", "alphas"},
+               types={"latent": nonneg_int, "n": positive_int, "difficulty": difficulty,
+                      "max_new_tokens": positive_int, "temperature": temperature,
+                      "seed": nonneg_int, "batch_size": positive_int, "kl_texts": nonneg_int})
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -78,7 +67,7 @@ def _warn_large(alphas: tuple[float, ...], vector: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.outputs import check_out_dir, output_lock
-    from mechreason.steering.experiment import SteerConfig, run_experiment
+    from mechreason.steering.experiment import run_experiment
     from mechreason.validate import check_model_name
 
     check_model_name(args.model)
@@ -92,13 +81,7 @@ def run(args: argparse.Namespace) -> int:
         from mechreason.sae.io import load_sae
 
         load_sae(args.sae)
-    cfg = SteerConfig(model=args.model, vector=args.vector, sae=args.sae, latent=args.latent,
-                      mode=args.mode, hook=args.hook, alphas=args.alpha,
-                      positions=args.positions, task=args.task, n=args.n,
-                      difficulty=args.difficulty, data_file=args.data_file, style=args.style,
-                      max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                      seed=args.seed, batch_size=args.batch_size, control=not args.no_control,
-                      kl_texts=args.kl_texts)
+    cfg = from_args(SteerConfig, args, alphas=args.alpha)
     with output_lock(args.out):
         rows = run_experiment(cfg, args.out, progress=not args.no_progress)
     print(f"{'arm':<16} {'alpha':>6} {'acc':>6} {'95% CI':>13} {'parse':>6} {'tokens':>7} "

@@ -2,31 +2,25 @@
 chosen tokens during KV-cached batched generation, with one fused hook per touched
 layer (DESIGN section 5); plus the evaluation that finds what to steer with.
 CoT-decoding, head editing and the hybrid loop live in :mod:`mechreason.methods`.
+
+Exports load lazily, so importing the package (or its config) does not import torch.
 """
 
-from mechreason.directions.io import direction_vector
-from mechreason.model.engine import left_pad
-from mechreason.steering.engine import Steering, steer
-from mechreason.steering.interventions import (
-    Ablate,
-    Add,
-    AddLatent,
-    Clamp,
-    Intervention,
-    latent_activation,
-)
-from mechreason.steering.positions import Positions
+from __future__ import annotations
 
-__all__ = [
-    "Ablate",
-    "Add",
-    "AddLatent",
-    "Clamp",
-    "Intervention",
-    "Positions",
-    "Steering",
-    "latent_activation",
-    "left_pad",
-    "direction_vector",
-    "steer",
-]
+from mechreason._lazy import lazy_getattr
+
+_EXPORTS = {
+    "Ablate": "interventions", "Add": "interventions", "AddLatent": "interventions",
+    "Clamp": "interventions", "Intervention": "interventions",
+    "latent_activation": "interventions",
+    "Positions": "positions",
+    "Steering": "engine", "steer": "engine",
+    "SteerConfig": "experiment", "run_experiment": "experiment",
+    "direction_vector": "mechreason.directions.io",
+    "left_pad": "mechreason.model.engine",
+}
+
+__all__ = list(_EXPORTS)
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
