@@ -61,9 +61,8 @@ def _acts(sae, store, n):
 def test_contrast_matches_naive_loop(sae, store, span):
     res = contrast_scores(sae, store, HOOK, span=span, n_top=5)
 
-    def naive(problems):
-        sums = {"cot": [0.0] * 16, "direct": [0.0] * 16}
-        counts = {"cot": 0, "direct": 0}
+    def naive(problems):  # per trace: the mean code over its rows; then mean over traces
+        per_trace = {"cot": {}, "direct": {}}
         for n, r in enumerate(store.rows):
             it = store.item(r["item"])
             if it["problem_id"] not in problems:
@@ -71,12 +70,10 @@ def test_contrast_matches_naive_loop(sae, store, span):
             p = it["prompt_len"]
             if (span == "first-generated" and r["pos"] != p) or r["pos"] < p:
                 continue
-            a = _acts(sae, store, n)
-            counts[it["style"]] += 1
-            for j in range(16):
-                sums[it["style"]][j] += float(a[j])
-        return torch.tensor([sums["cot"][j] / counts["cot"] - sums["direct"][j] / counts["direct"]
-                             for j in range(16)])
+            per_trace[it["style"]].setdefault(r["item"], []).append(_acts(sae, store, n))
+        means = {s: torch.stack([torch.stack(v).mean(0) for v in per_trace[s].values()]).mean(0)
+                 for s in per_trace}
+        return means["cot"] - means["direct"]
 
     probs = {f"p{i}" for i in range(5)}
     assert torch.allclose(res.scores, naive(probs), atol=1e-5)
@@ -149,3 +146,21 @@ def test_top_activations_and_logit_lens(tiny, sae, store):
 def test_contrast_needs_both_styles(sae, store):
     with pytest.raises(MechReasonError, match="needs 'cot' and 'plan' traces"):
         contrast_scores(sae, store, HOOK, direct="plan", cot="cot")
+
+
+def test_latent_contrast_interval_is_student_t():
+    """Planted: group A's latent 0 sits 1.0 above B's; the interval is Welch's SE times
+    the t quantile at min(n) - 1 degrees of freedom (4.30 at n = 3, not 1.96)."""
+    from scipy.stats import t
+
+    from mechreason.sae.features import latent_contrast
+
+    a = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    res = latent_contrast(a, b)
+    assert res.order(1) == [0] and float(res.diff[0]) == pytest.approx(1.0)
+    se = (1.0 / 3) ** 0.5  # var(a) = 1, n = 3; var(b) = 0
+    lo, hi = res.interval(0)
+    assert (hi - lo) / 2 == pytest.approx(t.ppf(0.975, 2) * se)
+    with pytest.raises(MechReasonError):
+        latent_contrast(a[:0], b)

@@ -53,36 +53,27 @@ def _token_strings(model: Any, ids: Sequence[int]) -> list[str]:
 def rank_features(model: Any, sae: Any, store: Any, records: dict[str, dict[str, Any]], out: Path,
                   *, hook: str, top: int = 20, examples: int = 3, source: str = "") -> dict[str, Any]:
     """Rank latents by mean activation on cot minus direct generated tokens (per-trace
-    means, so a long trace does not dominate); write ``features.json``."""
+    means, so a long trace does not dominate; :func:`mechreason.sae.features.latent_contrast`,
+    with its Student-t interval); write ``features.json``."""
     gen = [r for r, row in enumerate(store.rows) if row.get("phase") in ("reasoning", "answer")]
     cot = sorted(set(gen) & set(store.select(style="cot")))
     direct = sorted(set(gen) & set(store.select(style="direct")))
     if not cot or not direct:
         raise MechReasonError("the capture store needs both cot and direct traces")
-    rows = store.rows
+    from mechreason.sae.features import latent_contrast, trace_codes
 
-    def per_trace(sel: list[int]) -> tuple[list[str], torch.Tensor]:
-        with torch.no_grad():
-            lat = sae.encode(store.load(hook, rows=sel))  # (n_rows, d_sae)
-        items = [rows[r]["item"] for r in sel]
-        keys = sorted(set(items))
-        idx = torch.tensor([keys.index(i) for i in items])
-        sums = torch.zeros(len(keys), lat.shape[1]).index_add_(0, idx, lat)
-        return keys, sums / torch.bincount(idx, minlength=len(keys)).unsqueeze(1)
-
-    _, a = per_trace(cot)
-    _, b = per_trace(direct)
-    diff = a.mean(0) - b.mean(0)
-    se = (a.var(0, unbiased=True) / a.shape[0] + b.var(0, unbiased=True) / b.shape[0]).sqrt().nan_to_num(0.0)
-    order = diff.argsort(descending=True)[:top].tolist()
+    a, b = trace_codes(sae, store, hook, cot), trace_codes(sae, store, hook, direct)
+    res = latent_contrast(a, b)
     dead = int(((a.sum(0) + b.sum(0)) == 0).sum())
-    feats: list[dict[str, Any]] = [{"latent": int(k), "score": float(diff[k]), "lo": float(diff[k] - 1.96 * se[k]),
-              "hi": float(diff[k] + 1.96 * se[k]), "cot_mean": float(a[:, k].mean()),
-              "direct_mean": float(b[:, k].mean())} for k in order]
+    feats: list[dict[str, Any]] = []
+    for k in res.order(top):
+        lo, hi = res.interval(k)
+        feats.append({"latent": int(k), "score": float(res.diff[k]), "lo": lo, "hi": hi,
+                      "cot_mean": float(a[:, k].mean()), "direct_mean": float(b[:, k].mean())})
     for f in feats[:examples]:
         f["examples"] = top_sentences(model, sae, store, records, hook, f["latent"], cot)
     summary = {"sae": source, "hook": hook, "score_name": "cot-minus-direct mean activation",
-               "n_latents": int(diff.numel()), "n_dead": dead, "n_cot_traces": a.shape[0],
+               "n_latents": int(res.diff.numel()), "n_dead": dead, "n_cot_traces": a.shape[0],
                "n_direct_traces": b.shape[0], "show_examples": examples, "features": feats}
     summary |= heldout_check(sae, store, hook, feats)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -43,15 +43,60 @@ def _batched_rows(store: Any, hook: str, rows: Sequence[int], bs: int = 2048
         off += len(x)
 
 
+class LatentContrast(NamedTuple):
+    """Mean code of group A minus group B over independent units (traces or prompts)."""
+
+    diff: Tensor
+    """(d_sae,) mean over A's units minus mean over B's."""
+    se: Tensor
+    """(d_sae,) Welch standard error of ``diff`` (0 where a group has one unit)."""
+    df: int
+    """Conservative degrees of freedom for a t interval: min(n_A, n_B) - 1."""
+
+    def order(self, top: int) -> list[int]:
+        """The ``top`` latents by ``diff``, best first."""
+        return self.diff.argsort(descending=True)[:top].tolist()
+
+    def interval(self, latent: int, level: float = 0.95) -> tuple[float, float]:
+        """Student-t interval of one latent's ``diff`` (at ``df``; valid at small n)."""
+        from scipy.stats import t
+
+        q = float(t.ppf(0.5 + level / 2, max(self.df, 1)))
+        d, e = float(self.diff[latent]), float(self.se[latent])
+        return d - q * e, d + q * e
+
+
+def latent_contrast(codes_a: Tensor, codes_b: Tensor) -> LatentContrast:
+    """The one cot-minus-direct latent ranking: ``codes_a`` (n_A, d_sae) and ``codes_b``
+    (n_B, d_sae) hold one code vector per unit (a trace's mean code, or one prompt's
+    code); used by :func:`contrast_scores`, the demo's feature stage and
+    :func:`mechreason.steering.evaluate.contrast_latents`."""
+    if not len(codes_a) or not len(codes_b):
+        raise MechReasonError("a latent contrast needs at least one unit in each group")
+    a, b = codes_a.float(), codes_b.float()
+
+    def var_over_n(x: Tensor) -> Tensor:
+        return x.var(0, unbiased=True) / len(x) if len(x) > 1 else torch.zeros(x.shape[1])
+
+    se = (var_over_n(a) + var_over_n(b)).sqrt()
+    return LatentContrast(a.mean(0) - b.mean(0), se, min(len(a), len(b)) - 1)
+
+
 @torch.no_grad()
-def mean_latents(sae: SparseAutoencoder, store: Any, hook: str, rows: Sequence[int]) -> Tensor:
-    """Mean dense latent activation over ``rows`` (streamed)."""
+def trace_codes(sae: Any, store: Any, hook: str, rows: Sequence[int]) -> Tensor:
+    """(n_traces, d_sae): each trace's mean SAE code over its ``rows`` (streamed)."""
     if not rows:
         raise MechReasonError("no activation rows selected (check styles and positions)")
-    total = torch.zeros(sae.cfg.d_sae)
+    keys: dict[str, int] = {}
+    item_of = [keys.setdefault(store.rows[r]["item"], len(keys)) for r in sorted(set(rows))]
+    sums = torch.zeros(len(keys), int(sae.W_dec.shape[0]))
+    counts = torch.bincount(torch.tensor(item_of, dtype=torch.long), minlength=len(keys)).float()
+    off = 0
     for _, x in _batched_rows(store, hook, rows):
-        total += sae.encode(x).sum(0)
-    return total / len(set(rows))
+        idx = torch.tensor(item_of[off:off + len(x)], dtype=torch.long)
+        sums.index_add_(0, idx, sae.encode(x).float())
+        off += len(x)
+    return sums / counts.unsqueeze(1)
 
 
 def problem_key(item: Mapping[str, Any]) -> str:
@@ -87,7 +132,7 @@ class ContrastResult:
     """cot-minus-direct scores: on all problems, and on two disjoint halves."""
 
     scores: Tensor
-    """(d_sae,) mean under cot minus mean under direct, all problems."""
+    """(d_sae,) mean under cot minus mean under direct (per-trace means), all problems."""
     discovery: Tensor
     """The same on the discovery half (used for ranking)."""
     heldout: Tensor
@@ -103,7 +148,9 @@ class ContrastResult:
 
 def contrast_scores(sae: SparseAutoencoder, store: Any, hook: str, *, span: str = "first-generated",
                     cot: str = "cot", direct: str = "direct", n_top: int = 20) -> ContrastResult:
-    """He et al. 2026 contrast score with a held-out half (split by problem hash)."""
+    """He et al. 2026 contrast score with a held-out half (split by problem hash): the
+    mean over traces of each trace's mean code (so a long trace does not dominate the
+    generated span), cot minus direct, through :func:`latent_contrast`."""
     def styled(style: str) -> set[str]:
         return {problem_key(it) for it in store.items if it.get("style") == style}
 
@@ -118,8 +165,9 @@ def contrast_scores(sae: SparseAutoencoder, store: Any, hook: str, *, span: str 
                               f"styles in the store: {styles}")
 
     def diff(ps: set[str] | None) -> Tensor:
-        return (mean_latents(sae, store, hook, contrast_rows(store, cot, span, ps))
-                - mean_latents(sae, store, hook, contrast_rows(store, direct, span, ps)))
+        return latent_contrast(trace_codes(sae, store, hook, contrast_rows(store, cot, span, ps)),
+                               trace_codes(sae, store, hook, contrast_rows(store, direct, span, ps)),
+                               ).diff
 
     full, disc, held = diff(probs), diff(half_a), diff(half_b)
     top = disc.argsort(descending=True)[:n_top].tolist()

@@ -118,17 +118,18 @@ def first_token_contrast(model: Model, problems: Sequence[Problem], hook: str, *
 def contrast_latents(model: Model, sae: Any, problems: Sequence[Problem], hook: str, *,
                      a: str = "cot", b: str = "direct", top: int = 10) -> list[tuple[int, float]]:
     """SAE latents ranked by mean activation at the first-token position under style
-    ``a`` minus ``b`` (He et al. 2026): ``[(latent, score), ...]``, best first."""
+    ``a`` minus ``b`` (He et al. 2026), one unit per prompt, through
+    :func:`mechreason.sae.features.latent_contrast`: ``[(latent, score), ...]``, best first."""
     import torch
+
+    from mechreason.sae.features import latent_contrast
 
     xa = last_prompt_acts(model, _style_prompts(model, problems, a), hook)
     xb = last_prompt_acts(model, _style_prompts(model, problems, b), hook)
     with torch.no_grad():
-        ea = sae.encode(xa.to(sae.W_enc.device, sae.W_enc.dtype)).float().mean(0)
-        eb = sae.encode(xb.to(sae.W_enc.device, sae.W_enc.dtype)).float().mean(0)
-    diff = (ea - eb).cpu()
-    order = diff.argsort(descending=True)[:top]
-    return [(int(j), float(diff[j])) for j in order]
+        res = latent_contrast(sae.encode(xa.to(sae.W_enc.device, sae.W_enc.dtype)).cpu(),
+                              sae.encode(xb.to(sae.W_enc.device, sae.W_enc.dtype)).cpu())
+    return [(j, float(res.diff[j])) for j in res.order(top)]
 
 
 def kl_vs_unsteered(model: Model, interventions: Sequence[Intervention],
