@@ -8,6 +8,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jaxtyping import Float
+
 from mechreason.activations.items import load_items
 from mechreason.artifacts import (
     artifact_path,
@@ -124,7 +126,8 @@ class ActivationStore:
         except Exception as e:  # SafetensorError, or a missing / unreadable file
             raise corrupt_error(path, "store shard", e) from None
 
-    def load(self, hook: str, rows: Sequence[int] | None = None, dtype: Any = None) -> torch.Tensor:
+    def load(self, hook: str, rows: Sequence[int] | None = None, dtype: Any = None
+             ) -> Float[torch.Tensor, "rows d_model"]:
         """Stored vectors of ``hook`` (all rows, or the given row numbers, in that order)."""
         import torch
 
@@ -144,7 +147,8 @@ class ActivationStore:
         return out
 
     def iter_batches(self, hook: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                     rows: Sequence[int] | None = None, buffer_shards: int = 4) -> Iterator[torch.Tensor]:
+                     rows: Sequence[int] | None = None, buffer_shards: int = 4
+                     ) -> Iterator[Float[torch.Tensor, "batch d_model"]]:
         """Stream float32 batches shard by shard, shuffled within a buffer of shards."""
         import torch
 

@@ -13,7 +13,7 @@ carries ``general.architecture = controlvector``, ``controlvector.model_hint`` a
 ``controlvector.layer_count``, as repeng (Vogel 2024) writes and reads them.
 """
 
-# ruff: noqa: F722  (jaxtyping shape strings such as "n d" are not Python expressions)
+
 from __future__ import annotations
 
 import dataclasses

@@ -20,7 +20,7 @@ vectors, pointing from group B towards group A:
 component along it, so every method's output is in activation units and comparable.
 """
 
-# ruff: noqa: F722  (jaxtyping shape strings such as "n d" are not Python expressions)
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -1,4 +1,3 @@
-# ruff: noqa: F722  (jaxtyping shape strings such as "n d" are not Python expressions)
 """Directions, stage 4: reading a direction.
 
 - :func:`logit_lens`: the tokens a direction promotes and suppresses through the

@@ -15,7 +15,7 @@ the problems it was fitted on (the leakage that token-level splits suffer).
 Best layer rule: the highest held-out AUROC; ties (within 1e-9) go to the earlier layer.
 """
 
-# ruff: noqa: F722  (jaxtyping shape strings such as "n d" are not Python expressions)
+
 from __future__ import annotations
 
 import dataclasses

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from einops import rearrange
+
 from mechreason.errors import MechReasonError
 from mechreason.model.hooks import hooks_context
 
@@ -78,7 +80,8 @@ def rank_heads(model: Model, prompts: Sequence[Sequence[int]], direction: torch.
     hd, nh = _head_dim(model), model.n_heads
     # per layer: (n_heads, head_dim) readout of each head's z along u
     with torch.no_grad():  # the weights require grad; the scores must not carry a graph
-        readout = {L: (o_proj(model, L).weight.T @ units[L]).view(nh, hd) for L in layers}
+        readout = {L: rearrange(o_proj(model, L).weight.T @ units[L], "(h d) -> h d", h=nh)
+                   for L in layers}
     sums = {L: torch.zeros(nh, dtype=torch.float64) for L in layers}
     count = 0
     for i, ids in enumerate(prompts):
@@ -90,7 +93,7 @@ def rank_heads(model: Model, prompts: Sequence[Sequence[int]], direction: torch.
         with hooks_context(model, hooks), torch.inference_mode():
             model.hf(input_ids=torch.tensor([list(ids)], device=model.device), use_cache=False)
         for L in layers:
-            z = got[L][0, start:end].view(end - start, nh, hd)
+            z = rearrange(got[L][0, start:end], "t (h d) -> t h d", h=nh, d=hd)
             sums[L] += torch.einsum("thd,hd->h", z, readout[L]).double().cpu()
         count += end - start
     scores = [HeadScore(L, h, float(sums[L][h] / count)) for L in layers for h in range(nh)]

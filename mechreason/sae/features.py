@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from mechreason.errors import MechReasonError
@@ -66,7 +67,8 @@ class LatentContrast(NamedTuple):
         return d - q * e, d + q * e
 
 
-def latent_contrast(codes_a: Tensor, codes_b: Tensor) -> LatentContrast:
+def latent_contrast(codes_a: Float[Tensor, "n_a d_sae"], codes_b: Float[Tensor, "n_b d_sae"]
+                    ) -> LatentContrast:
     """The one cot-minus-direct latent ranking: ``codes_a`` (n_A, d_sae) and ``codes_b``
     (n_B, d_sae) hold one code vector per unit (a trace's mean code, or one prompt's
     code); used by :func:`contrast_scores`, the demo's feature stage and
@@ -83,7 +85,8 @@ def latent_contrast(codes_a: Tensor, codes_b: Tensor) -> LatentContrast:
 
 
 @torch.no_grad()
-def trace_codes(sae: Any, store: Any, hook: str, rows: Sequence[int]) -> Tensor:
+def trace_codes(sae: Any, store: Any, hook: str, rows: Sequence[int]
+                ) -> Float[Tensor, "n_traces d_sae"]:
     """(n_traces, d_sae): each trace's mean SAE code over its ``rows`` (streamed)."""
     if not rows:
         raise MechReasonError("no activation rows selected (check styles and positions)")

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jaxtyping import Float
+
 from mechreason.errors import MechReasonError
 from mechreason.model.engine import left_pad
 from mechreason.model.hooks import hooks_context
@@ -61,7 +63,7 @@ def summarize_arm(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def random_like(v: torch.Tensor, seed: int) -> torch.Tensor:
+def random_like(v: Float[torch.Tensor, " d"], seed: int) -> Float[torch.Tensor, " d"]:
     """A random direction with the same norm as ``v`` (the control)."""
     import torch
 
@@ -81,7 +83,7 @@ def random_latent(n_latents: int, exclude: int, seed: int) -> int:
 
 
 def last_prompt_acts(model: Model, prompts: Sequence[Sequence[int]], hook: str,
-                     batch_size: int = 16) -> torch.Tensor:
+                     batch_size: int = 16) -> Float[torch.Tensor, "n d_model"]:
     """(n, d) activations at each prompt's last token: the position that emits the
     first generated token."""
     import torch
@@ -108,7 +110,7 @@ def _style_prompts(model: Model, problems: Sequence[Problem], style: str) -> lis
 
 
 def first_token_contrast(model: Model, problems: Sequence[Problem], hook: str, *,
-                         a: str = "cot", b: str = "direct") -> torch.Tensor:
+                         a: str = "cot", b: str = "direct") -> Float[torch.Tensor, " d_model"]:
     """Mean activation at the first-token position under style ``a`` minus ``b``."""
     xa = last_prompt_acts(model, _style_prompts(model, problems, a), hook)
     xb = last_prompt_acts(model, _style_prompts(model, problems, b), hook)

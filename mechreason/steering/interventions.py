@@ -146,10 +146,11 @@ class Ablate(Intervention):
 
     def rows(self, model: Model) -> Rows:
         import torch
+        from einops import rearrange
 
         _check_vector(self.directions, model.d_model, "ablation direction(s)")
-        d = self.directions.detach().to(model.device, torch.float64).reshape(
-            -1, model.d_model)
+        d = self.directions.detach().to(model.device, torch.float64)
+        d = d if d.dim() == 2 else rearrange(d, "d -> 1 d")  # (k, d_model)
         q, r = torch.linalg.qr(d.T)  # (d, k) orthonormal basis of the span
         if (r.diagonal().abs() < 1e-8 * r.abs().max()).any():
             raise MechReasonError("ablation directions are zero or linearly dependent")
