@@ -13,9 +13,9 @@ from mechreason.directions.sweep import (
     auroc_interval,
     best_index,
     cohens_d,
+    layer_sweep,
     perfect_separation_prob,
     split_by_problem,
-    sweep,
 )
 from mechreason.errors import MechReasonError
 
@@ -185,7 +185,7 @@ def test_sweep_picks_the_planted_layer():
         _, a, b = planted(10 + i, shift=shift)
         layers.append((f"blocks.{i}.hook_resid_post", a, b))
     # rows must align across layers: give every layer the same ids
-    res = sweep(get_method("mean-diff"), layers, test_frac=0.4, seed=0)
+    res = layer_sweep(get_method("mean-diff"), layers, test_frac=0.4, seed=0)
     au = [r.sep.auroc for r in res.layers]
     assert res.best == 2 and au[2] > 0.95 > au[0]
     assert res.directions.shape == (3, D)

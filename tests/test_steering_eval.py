@@ -160,13 +160,13 @@ def test_cot_decoding_runs_under_steering(tiny):
 
 
 def test_sweep_over_layers_alphas_and_seeds(tiny, tmp_path):
-    from mechreason.steering.experiment import across_seeds, sweep
+    from mechreason.steering.experiment import across_seeds, steering_sweep
     from mechreason.traces.tasks import make_problems
 
     problems = make_problems("arithmetic", 2, seed=0)
     vecs = {f"blocks.{L}.hook_resid_post": torch.randn(64, generator=torch.Generator()
                                                         .manual_seed(L)) for L in (1, 3)}
-    rows = sweep(tiny, problems, vecs, alphas=(0.0, 6.0), seeds=(0, 1), out=tmp_path,
+    rows = steering_sweep(tiny, problems, vecs, alphas=(0.0, 6.0), seeds=(0, 1), out=tmp_path,
                  max_new_tokens=3, temperature=1.0)
     assert len(rows) == 2 * (1 + 2 * 2 * 2)  # seeds x (unsteered + hooks x alphas x arms)
     by = {(r["hook"], r["alpha"], r["seed"], r["arm"]): r for r in rows}

@@ -14,9 +14,7 @@ _EXPORTS = {
     "Group": "methods", "METHODS": "methods", "get_method": "methods", "mean_diff": "methods",
     "unit_mean_diff": "methods", "label_vs_all": "methods", "pca_paired": "methods",
     "logistic": "methods",
-    # The function ``sweep`` is not exported here: its submodule has the same name and
-    # shadows it once imported. Use ``from mechreason.directions.sweep import sweep``.
-    "split_by_problem": "sweep", "SweepResult": "sweep",
+    "layer_sweep": "sweep", "split_by_problem": "sweep", "SweepResult": "sweep",
     "format_table": "sweep",
     "logit_lens": "read", "cosine_matrix": "read", "sentence_projections": "read",
     "project_trace": "read",

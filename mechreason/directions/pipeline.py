@@ -17,7 +17,7 @@ from mechreason.directions.config import DirectionsConfig
 from mechreason.directions.contrast import ContrastSet, build_contrast
 from mechreason.directions.io import DirectionSet, export_gguf, save_direction, vectors_for_export
 from mechreason.directions.methods import CITATIONS, get_method
-from mechreason.directions.sweep import SweepResult, sweep
+from mechreason.directions.sweep import SweepResult, layer_sweep
 from mechreason.errors import unknown
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def compute_directions(cfg: DirectionsConfig) -> DirectionsResult:
         log.warning("contrast %s: a group has fewer than %d problems (%s); metrics are noisy",
                     cs.spec, cfg.min_problems, counts)
     groups = [(h, *cs.groups(h)) for h in hooks]
-    res = sweep(get_method(cfg.method), groups, test_frac=cfg.test_frac, seed=cfg.seed)
+    res = layer_sweep(get_method(cfg.method), groups, test_frac=cfg.test_frac, seed=cfg.seed)
     metrics = [_metrics_row(r) for r in res.layers]
     name_a, name_b = cs.spec.names
     info = stores[0].meta.get("model") or {}

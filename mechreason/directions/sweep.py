@@ -205,7 +205,7 @@ def best_index(aurocs: Sequence[float]) -> int:
     return best
 
 
-def sweep(method: Method, groups: Sequence[tuple[str, Group, Group]], *, test_frac: float = 0.3,
+def layer_sweep(method: Method, groups: Sequence[tuple[str, Group, Group]], *, test_frac: float = 0.3,
           seed: int = 0) -> SweepResult:
     """Run the sweep over ``groups``: (hook, A, B) per layer, rows aligned across layers."""
     if not groups:

@@ -193,7 +193,7 @@ def _run_arms(cfg: SteerConfig, model: Any, problems: Any, arms: dict[str, Any],
     return rows
 
 
-def sweep(model: Any, problems: Any, vectors: dict[str, Any], *, alphas: tuple[float, ...],
+def steering_sweep(model: Any, problems: Any, vectors: dict[str, Any], *, alphas: tuple[float, ...],
           seeds: tuple[int, ...], out: str | os.PathLike[str], style: str = "direct",
           positions: str = "first", max_new_tokens: int = 128, temperature: float = 0.0,
           batch_size: int = 16) -> list[dict[str, Any]]:
