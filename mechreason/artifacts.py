@@ -34,6 +34,9 @@ DIRECTION_FILE = "direction.safetensors"
 DIRECTION_JSON = "direction.json"
 SAE_WEIGHTS = "sae_weights.safetensors"  # SAELens folder format
 SUMMARY_JSON = "summary.json"
+FEATURE_SCORES = "scores.safetensors"  # mechreason features
+RANKING_JSON = "ranking.json"
+FEATURES_JSON = "features.json"  # the demo's feature stage
 
 KINDS = {
     "cfg": CFG_JSON,
@@ -44,6 +47,9 @@ KINDS = {
     "direction_json": DIRECTION_JSON,
     "sae_weights": SAE_WEIGHTS,
     "summary": SUMMARY_JSON,
+    "feature_scores": FEATURE_SCORES,
+    "ranking": RANKING_JSON,
+    "features": FEATURES_JSON,
 }
 
 

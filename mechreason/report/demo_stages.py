@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mechreason.artifacts import write_json, write_meta
+from mechreason.artifacts import artifact_path, write_json, write_meta
 from mechreason.errors import MechReasonError
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def rank_features(model: Any, sae: Any, store: Any, records: dict[str, dict[str,
                "n_direct_traces": b.shape[0], "show_examples": examples, "features": feats}
     summary |= heldout_check(sae, store, hook, feats)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "features.json", summary)
+    write_json(artifact_path(out, "features"), summary)
     write_meta(out, model, stage="sae-features", sae=source, hook=hook)
     return summary
 

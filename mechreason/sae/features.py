@@ -20,6 +20,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -317,3 +318,51 @@ def logit_lens(sae: SparseAutoencoder, model: Any, latents: Sequence[int], *, n:
         out[int(li)] = {"promotes": [t.token for t in res.promoted],
                         "suppresses": [t.token for t in res.suppressed]}
     return out
+
+
+def rank_features_to(out: Path, sae: Any, store: Any, hook: str, model: Any, *, score: str,
+                     span: str = "first-generated", top: int = 20,
+                     input_file: str | None = None, sae_path: str | None = None
+                     ) -> dict[str, Any]:
+    """``mechreason features``: rank latents by ``score`` (``contrast``: He et al. with a
+    held-out half; ``reason``: ReasonScore), with each top latent's top activations and
+    logit lens; writes ``scores.safetensors``, ``ranking.json``, ``cfg.json`` and
+    ``meta.json`` into ``out``. Returns ``{"extra": ..., "top": ranking}``."""
+    from mechreason.artifacts import artifact_path, save_tensors, write_json, write_meta
+
+    tokens = store.token_ids(model, input_file)
+    if score == "reason" and not tokens:
+        raise MechReasonError("--score reason needs the tokens: this store keeps no token ids "
+                              "(written by an older mechreason); pass --input, the capture's "
+                              "input file")
+    rows: list[int] | None = None
+    if score == "contrast":
+        res = contrast_scores(sae, store, hook, span=span, n_top=top)
+        scores, order = res.scores, res.top
+        tensors = {"scores": res.scores, "discovery": res.discovery, "heldout": res.heldout}
+        extra: dict[str, Any] = {"heldout_rank_corr": res.heldout_rank_corr,
+                                 "heldout_sign_agreement_top": res.heldout_sign_agreement}
+    else:
+        rows = [n for n, r in enumerate(store.rows) if r["pos"] >= 0 and r["item"] in tokens
+                and r.get("phase") in (None, "reasoning", "answer")]
+        rs = reason_scores(sae, store, hook, tokens, model.tokenizer, rows=rows)
+        scores, order = rs.scores, rs.scores.argsort(descending=True)[:top].tolist()
+        tensors = {"scores": rs.scores, "entropy": rs.entropy, "mean_in": rs.mean_in,
+                   "mean_out": rs.mean_out}
+        extra = {"group_counts": rs.group_counts}
+    acts = top_activations(sae, store, hook, order, rows=rows, n=5)
+    lens = logit_lens(sae, model, order)
+    ranking = []
+    for li in order:
+        entry = {"latent": li, "score": float(scores[li]), "logit_lens": lens[li],
+                 "top": [{"act": v, **describe_row(store, r, tokens, model.tokenizer)}
+                         for v, r in acts[li]]}
+        if "heldout" in tensors:
+            entry["heldout"] = float(tensors["heldout"][li])
+        ranking.append(entry)
+    save_tensors(artifact_path(out, "feature_scores"), {k: v.float() for k, v in tensors.items()})
+    write_json(artifact_path(out, "cfg"), {"sae": sae_path, "acts": str(store.root),
+                                           "score": score, "span": span, "hook": hook})
+    write_json(artifact_path(out, "ranking"), {"score": score, **extra, "top": ranking})
+    write_meta(out, model, stage="features", hook=hook)
+    return {"extra": extra, "top": ranking}
