@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.n, args.max_new_tokens = min(args.n, 4), 16
     from mechreason.directions.contrast import build_contrast
     from mechreason.directions.methods import label_vs_all
-    from mechreason.directions.sweep import sweep
+    from mechreason.directions.sweep import layer_sweep
     from mechreason.errors import MechReasonError
     from mechreason.steering import Add
     from mechreason.steering.engine import steer
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_label = {}
     for lab in labels:
         cs = build_contrast([store], f"label={lab}", "sentence-start")
-        res = sweep(label_vs_all, [(h, *cs.groups(h)) for h in hooks], seed=args.seed)
+        res = layer_sweep(label_vs_all, [(h, *cs.groups(h)) for h in hooks], seed=args.seed)
         per_label[lab] = {
             "counts": cs.counts(), "best_hook": hooks[res.best],
             "layers": [{"hook": r.hook, "auroc": r.sep.auroc, "auroc_ci": [r.sep.auroc_lo,

@@ -37,6 +37,9 @@ SUMMARY_JSON = "summary.json"
 FEATURE_SCORES = "scores.safetensors"  # mechreason features
 RANKING_JSON = "ranking.json"
 FEATURES_JSON = "features.json"  # the demo's feature stage
+CLUSTERS_JSON = "clusters.json"  # mechreason behaviours
+ASSIGNMENTS_JSON = "assignments.json"
+BEHAVIOUR_DIRECTIONS = "directions.safetensors"
 
 KINDS = {
     "cfg": CFG_JSON,
@@ -50,6 +53,9 @@ KINDS = {
     "feature_scores": FEATURE_SCORES,
     "ranking": RANKING_JSON,
     "features": FEATURES_JSON,
+    "clusters": CLUSTERS_JSON,
+    "assignments": ASSIGNMENTS_JSON,
+    "behaviour_directions": BEHAVIOUR_DIRECTIONS,
 }
 
 

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--input", default=None, help="the capture's input file, to print sentences "
                                                  "(only for a store that keeps no token ids)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=run)
 
@@ -52,38 +53,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _discover(args: argparse.Namespace, cfg: Any, store: Any, hook: str) -> int:
-    from mechreason.artifacts import save_tensors, write_json, write_meta
-    from mechreason.sae.behaviours import discover_behaviours
+    from mechreason.sae.behaviours import discover_behaviours, save_behaviours
 
     res = discover_behaviours(store, hook, cfg)
-    if args.input or store.token_ids():
+    model = None
+    if args.input or store.token_ids():  # the sentences' text needs the tokenizer
         from mechreason.model.loading import load_model
 
-        model = load_model(store.cfg["model"], device="cpu")
-        items = store.token_ids(model, args.input)
-        for c in res["clusters"]:
-            for ex in c["examples"]:
-                s, e = store.item(ex["item"])["sentences"][ex["sentence"]]
-                ex["text"] = str(model.tokenizer.decode(items[ex["item"]][s:e])).strip()
-    out = Path(args.out)
-    dirs = res["directions"]
-    save_tensors(out / "directions.safetensors",
-                 {f"cluster_{j}": dirs[j].contiguous() for j in range(len(dirs))})
-    for j in range(len(dirs)):  # one direction folder per cluster, for the steering stage
-        d = out / f"cluster_{j}"
-        save_tensors(d / "direction.safetensors", {hook: dirs[j].contiguous()})
-        write_json(d / "direction.json", {"hooks": [hook], "method": f"behaviour-{cfg.method}",
-                                          "contrast": f"cluster={j}:all", "norms":
-                                          [float(dirs[j].norm())], "d_model": store.d_model})
-    write_json(out / "cfg.json", {"acts": str(args.acts), "hook": hook, "behaviours": cfg})
-    write_json(out / "clusters.json", {"n_sentences": res["n_sentences"],
-                                       "nmi_first_label": res["nmi_first_label"],
-                                       "clusters": res["clusters"]})
-    write_json(out / "assignments.json", [{"item": it, "sentence": s, "cluster": int(c)}
-                                          for (it, s), c in zip(res["keys"], res["assign"])])
-    write_meta(out, None, stage="behaviours", hook=hook, model_name=store.cfg.get("model"))
+        model = load_model(store.cfg["model"], device=args.device)
+    save_behaviours(Path(args.out), res, cfg, store, hook, model, args.input)
     print(json.dumps({"n_sentences": res["n_sentences"], "nmi_first_label": res["nmi_first_label"],
                       "sizes": [c["size"] for c in res["clusters"]],
                       "best_labels": [c["best_label"] for c in res["clusters"]]}, indent=1))
     return 0
-

@@ -14,6 +14,7 @@ import math
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -188,3 +189,38 @@ def discover_behaviours(store: Any, hook: str, cfg: BehaviourConfig) -> dict[str
 def _labels(store: Any, item: str, sentence: int) -> list[str]:
     labs = store.item(item).get("sentence_labels") or []
     return [str(t) for t in labs[sentence]] if sentence < len(labs) else []
+
+
+def save_behaviours(out: Path, res: dict[str, Any], cfg: BehaviourConfig, store: Any, hook: str,
+                    model: Any = None, input_file: Any = None) -> None:
+    """Write a :func:`discover_behaviours` result: ``clusters.json``, ``assignments.json``,
+    ``directions.safetensors`` (every cluster's direction) and one direction directory per
+    cluster (``cluster_J/``, written by the directions stage's own writer, so the steering
+    stage reads it like any other direction). With ``model``, each example sentence gets
+    its text (token ids from the store, or from ``input_file`` for an older store)."""
+    from mechreason.artifacts import artifact_path, save_tensors, write_json, write_meta
+    from mechreason.directions.io import DirectionSet, save_direction
+
+    if model is not None:
+        items = store.token_ids(model, input_file)
+        for c in res["clusters"]:
+            for ex in c["examples"]:
+                s, e = store.item(ex["item"])["sentences"][ex["sentence"]]
+                ex["text"] = str(model.tokenizer.decode(items[ex["item"]][s:e])).strip()
+    dirs = res["directions"]
+    save_tensors(artifact_path(out, "behaviour_directions"),
+                 {f"cluster_{j}": dirs[j].contiguous() for j in range(len(dirs))})
+    for j in range(len(dirs)):
+        ds = DirectionSet(vectors=dirs[j][None].float(), hooks=[hook],
+                          method=f"behaviour-{cfg.method}", contrast=f"cluster={j}:all",
+                          best_hook=hook, model=store.cfg.get("model"))
+        save_direction(out / f"cluster_{j}", ds, model=model, stage="behaviours")
+    write_json(artifact_path(out, "cfg"), {"acts": str(store.root), "hook": hook,
+                                           "behaviours": cfg})
+    write_json(artifact_path(out, "clusters"), {
+        "n_sentences": res["n_sentences"], "nmi_first_label": res["nmi_first_label"],
+        "clusters": res["clusters"]})
+    write_json(artifact_path(out, "assignments"),
+               [{"item": it, "sentence": s, "cluster": int(c)}
+                for (it, s), c in zip(res["keys"], res["assign"])])
+    write_meta(out, model, stage="behaviours", hook=hook, model_name=store.cfg.get("model"))
