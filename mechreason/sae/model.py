@@ -73,7 +73,8 @@ class SAEOutput(NamedTuple):
 class _GatherPre(torch.autograd.Function):
     """``pre[b, idx[b, j]]`` for ``pre = x @ W_enc + b_enc``, whose backward touches only the
     gathered columns: with G the (batch, d_sae) gradient, k entries per row,
-    grad W_enc = x^T G and grad x = G W_enc^T are two sparse matmuls."""
+    grad W_enc = x^T G (a sparse matmul) and grad x = G W_enc^T (a weighted sum of k
+    encoder columns per row)."""
 
     @staticmethod
     def forward(ctx: Any, gathered: Tensor, x: Tensor, W_enc: Tensor, b_enc: Tensor,
@@ -96,9 +97,10 @@ class _GatherPre(torch.autograd.Function):
         grad_b.index_add_(0, flat_idx, flat_grad)
         grad_x = None
         if ctx.needs_input_grad[1]:  # to b_dec, through the encoder input x - b_dec
-            g = torch.sparse_coo_tensor(torch.stack([rows, flat_idx]), flat_grad, (b, d_sae),
-                                        check_invariants=False)
-            grad_x = torch.sparse.mm(g, W_enc.detach().t())  # (batch, d_in)
+            # G W_enc^T as a weighted sum of k encoder columns per row (a COO sparse.mm
+            # here measured 20x slower on CPU)
+            grad_x = F.embedding_bag(idx, W_enc.detach().t().contiguous(),
+                                     per_sample_weights=grad, mode="sum")  # (batch, d_in)
         return None, grad_x, grad_w, grad_b, None
 
 
