@@ -167,8 +167,9 @@ def test_batched_suppression_equals_reference(tiny, batch_size):
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_suppression_paths_agree_in_float64(batch_size):
-    """With the model in float64 the two paths are the same computation to rounding
-    (1e-12): what is left between them in float32 is float32 rounding of the forward."""
+    """With the model in float64 the two paths are the same computation up to rounding
+    (1e-9; transformers still computes the rotary tables in float32): what is left
+    between them in float32 is float32 rounding of the forward."""
     from mechreason.models import load_model
 
     m = load_model("tiny-random", device="cpu")
@@ -178,7 +179,7 @@ def test_suppression_paths_agree_in_float64(batch_size):
     ref = suppression_reference(m, trace)
     assert got.token_kl.dtype == got.matrix.dtype == torch.float64
     for a, b in ((got.token_kl, ref.token_kl), (got.matrix, ref.matrix)):
-        torch.testing.assert_close(a.nan_to_num(), b.nan_to_num(), rtol=0, atol=1e-12)
+        torch.testing.assert_close(a.nan_to_num(), b.nan_to_num(), rtol=0, atol=1e-9)
 
 
 def test_table_and_projections(tiny):
