@@ -81,6 +81,9 @@ def render(records: list[dict[str, Any]], defined: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r) for r in records]
+    notes = [f"- {r['id']}: {r['note']}" for r in records if r.get("note")]
+    if notes:
+        lines += ["", "Notes (each results file's own):", "", *notes]
     commands = sorted({r["command"] for r in records})
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands) if commands else ""]
     have = {r["id"].split("-batch")[0] for r in records}

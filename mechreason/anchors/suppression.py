@@ -74,7 +74,7 @@ def _logits(model: Model, hidden: torch.Tensor) -> torch.Tensor:
 
 def _kl_rows(base_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(base || other) per row: ``base_logp`` and ``logits`` are (L, V)."""
-    logq = logits.float().log_softmax(-1)
+    logq = logits.double().log_softmax(-1)
     return (base_logp.exp() * (base_logp - logq)).sum(-1).clamp_min(0)
 
 
@@ -85,7 +85,7 @@ def _base_run(model: Model, ids: Sequence[int]):
     out = engine.forward(model.hf, x, decoder_only=True)
     assert out.hidden is not None
     with torch.inference_mode():
-        logp = _logits(model, out.hidden[0]).float().log_softmax(-1)
+        logp = _logits(model, out.hidden[0]).double().log_softmax(-1)
     return out.cache, logp
 
 
@@ -134,8 +134,8 @@ def suppression_reference(model: Model, trace: AnchorTrace,
 
     cfg = cfg or SuppressionConfig()
     ids = trace.ids
-    base = suppressed_logits(model, ids, None).float().log_softmax(-1)
-    token_kl = torch.full((trace.n, len(ids)), math.nan)
+    base = suppressed_logits(model, ids, None).double().log_softmax(-1)
+    token_kl = torch.full((trace.n, len(ids)), math.nan, dtype=torch.float64)
     for i, (a, b) in enumerate(trace.spans):
         logits = suppressed_logits(model, ids, trace.spans[i])
         token_kl[i, :a] = _kl_rows(base[:a], logits[:a])
@@ -152,7 +152,7 @@ def suppression_matrix(model: Model, trace: AnchorTrace,
     cfg = cfg or SuppressionConfig()
     ids, T = trace.ids, len(trace.ids)
     full, base = _base_run(model, ids)
-    token_kl = torch.full((trace.n, T), math.nan)
+    token_kl = torch.full((trace.n, T), math.nan, dtype=torch.float64)
     for i, (a, _b) in enumerate(trace.spans):
         token_kl[i, :a] = 0.0  # the unmasked run's own cache: unaffected by construction
     todo = [i for i in range(trace.n) if trace.spans[i][1] < T]

@@ -215,7 +215,9 @@ def _eager_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
     hooks = _ATTN_HOOKS.get(module, {})
     for fn in hooks.get("attn_scores", ()):
         scores = _apply(fn, scores)
-    pattern = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    # at least float32 (as HF's eager path), and float64 when the model is float64
+    pattern = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)
+                            ).to(query.dtype)
     for fn in hooks.get("pattern", ()):
         pattern = _apply(fn, pattern)
     out = rearrange(torch.matmul(pattern, value), "b h q d -> b q h d").contiguous()

@@ -203,8 +203,6 @@ def check_sae_fits(sae: Any, target: Any, hook: str | None = None) -> str:
     hook = hook or own
     if hook is None:
         raise MechReasonError("the SAE records no hook name; pass the hook it reads")
-    if own is not None and hook != own:
-        raise MechReasonError(f"SAE was trained on hook {own!r}, not {hook!r}")
     if hasattr(target, "check_hook"):
         target.check_hook(hook)
         what = f"model {target.name!r}"
@@ -212,6 +210,8 @@ def check_sae_fits(sae: Any, target: Any, hook: str | None = None) -> str:
         raise MechReasonError(f"SAE hook {hook!r} is not in the store; captured: {target.hooks}")
     else:
         what = "the store's"
+    if own is not None and hook != own:
+        raise MechReasonError(f"SAE was trained on hook {own!r}, not {hook!r}")
     d_in = int(sae.W_dec.shape[-1])
     if re.search(r"resid|attn_out|mlp_out|embed", hook) and d_in != target.d_model:
         raise MechReasonError(f"SAE d_in={d_in} does not match {what} d_model={target.d_model} "

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -154,12 +154,21 @@ def _first_rows(source: BatchSource, n: int) -> Tensor:
     return torch.cat(out)[:n]
 
 
+def _adam(sae: SparseAutoencoder, lr: float) -> torch.optim.Adam:
+    """Adam (0.9, 0.999), fused where torch has a fused kernel for the device (one pass
+    over each parameter instead of about ten: 5x faster per step on CPU at d_sae 4608)."""
+    try:
+        return torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999))
+
+
 class _Run:
     """One training run's mutable state (what a checkpoint holds)."""
 
     def __init__(self, sae: SparseAutoencoder, cfg: TrainConfig) -> None:
         self.sae, self.cfg = sae, cfg
-        self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        self.opt = _adam(sae, cfg.lr)
         self.step = self.epoch = self.batch_in_epoch = self.tokens = 0
         self.last_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
         self.history: list[dict[str, float]] = []
@@ -194,32 +203,54 @@ def _lr(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr * warm * decay
 
 
-def _train_step(run: _Run, x: Tensor, lr: float) -> dict[str, float]:
+class StepLoss(NamedTuple):
+    """One training step's loss before the backward pass."""
+
+    loss: Tensor
+    """MSE (normalised space, summed over d_in, mean over rows) + aux_coeff x AuxK (topk)
+    or + l1_coeff x L1 (relu)."""
+    aux: Tensor
+    """The AuxK term before its coefficient (0 without dead latents, or for relu)."""
+    out: Any
+    """The SAE's :class:`~mechreason.sae.model.SAEOutput`."""
+    xn: Tensor
+    """The batch in normalised space."""
+    err: Tensor
+    """``x_hat - x`` in normalised space."""
+
+
+def step_loss(run: _Run, x: Tensor) -> StepLoss:
+    """The loss of one batch (sparse TopK path; equal to the dense computation)."""
     sae, cfg = run.sae, run.cfg
     out = sae(x)
-    xn = x * sae.norm_scale
+    xn = x.to(sae.W_enc.dtype) * sae.norm_scale
     err = (out.x_hat - x) * sae.norm_scale  # normalised space
-    mse = err.pow(2).sum(dim=-1).mean()
-    loss = mse
+    loss = err.pow(2).sum(dim=-1).mean()
     aux = torch.zeros(())
     if cfg.arch == "topk":
-        dead = run.dead()
-        xin = xn - sae.b_dec.detach()
-        aux = auxk_loss(sae, out.pre, xin, err.detach(), dead, cfg.k_aux or sae.cfg.d_in // 2)
+        xin = xn - sae.b_dec  # the encoder input, as in forward (gradient to b_dec kept)
+        aux = auxk_loss(sae, out.pre, xin, -err.detach(), run.dead(),
+                        cfg.k_aux or sae.cfg.d_in // 2)
         loss = loss + cfg.aux_coeff * aux
     else:
         loss = loss + cfg.l1_coeff * out.values.abs().sum(dim=-1).mean()
+    return StepLoss(loss, aux, out, xn, err)
+
+
+def _train_step(run: _Run, x: Tensor, lr: float) -> dict[str, float]:
+    sae, cfg = run.sae, run.cfg
+    s = step_loss(run, x)
     for g in run.opt.param_groups:
         g["lr"] = lr
     run.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    s.loss.backward()
     sae.remove_parallel_grad_()
     if cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
     run.opt.step()
     sae.normalize_decoder_()
     with torch.no_grad():
-        return _batch_metrics(run, out, xn, err, float(loss), float(aux))
+        return _batch_metrics(run, s.out, s.xn, s.err, float(s.loss), float(s.aux))
 
 
 def _batch_metrics(run: _Run, out: Any, xn: Tensor, err: Tensor, loss: float,
