@@ -129,8 +129,8 @@ class Split(NamedTuple):
 
 def split(args: argparse.Namespace, seed: int | None = None) -> Split:
     """The run's tune and eval problems (``--tune`` / ``--eval``, defaults ``0-N`` and
-    ``N-2N``), checked disjoint by problem id and by question text. Under ``--quick`` the
-    eval set keeps its first two problems."""
+    ``N-2N``), checked disjoint by problem id and by question text. Under ``--quick`` each
+    set keeps at most its first ``--n`` problems."""
     from mechreason.errors import MechReasonError
 
     seed = seed_of(args) if seed is None else seed
@@ -138,9 +138,8 @@ def split(args: argparse.Namespace, seed: int | None = None) -> Split:
     ranges = [ProblemRange.parse(args.tune or f"0-{n}", "--tune"),
               ProblemRange.parse(args.eval or f"{n}-{2 * n}", "--eval")]
     ranges = [dataclasses.replace(r, seed=seed if r.seed is None else r.seed) for r in ranges]
-    if args.quick:  # the plumbing check: tune at most --n, eval two problems
-        ranges = [dataclasses.replace(r, stop=min(r.stop, r.start + k))
-                  for r, k in zip(ranges, (n, 2))]
+    if args.quick:  # the plumbing check: at most --n problems each
+        ranges = [dataclasses.replace(r, stop=min(r.stop, r.start + n)) for r in ranges]
     tune, ev = (_range_problems(args, r) for r in ranges)
     shared = ({p.id for p in tune} & {p.id for p in ev}) | \
         {p.id for p in ev if p.question in {q.question for q in tune}}

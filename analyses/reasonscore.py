@@ -44,10 +44,11 @@ TEXTS = (
 )
 
 
-def corpus(model: Any, args: Any, out: Path) -> tuple[Path, dict[str, list[int]], dict[str, int]]:
-    """cot trace records plus the bundled texts as one JSONL; item -> ids; item -> first
-    scored position (generated tokens of traces, every token of a text)."""
-    recs = C.traces(model, C.problems(args), out / "traces_cot.jsonl", style="cot",
+def corpus(model: Any, args: Any, out: Path, tune: list[Any]
+           ) -> tuple[Path, dict[str, list[int]], dict[str, int]]:
+    """cot trace records of the tune problems plus the bundled texts as one JSONL; item ->
+    ids; item -> first scored position (generated tokens of traces, every token of a text)."""
+    recs = C.traces(model, tune, out / "traces_cot.jsonl", style="cot",
                     max_new_tokens=args.max_new_tokens)
     texts = [{"id": f"text{i}", "text": t} for i, t in enumerate(TEXTS)]
     path = C.write_records(out / "corpus.jsonl", [*recs, *texts])
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mechreason.sae.features import reason_scores
 
     model, out = C.start(args)
-    path, tokens, first = corpus(model, args, out)
+    sp = C.split(args)
+    path, tokens, first = corpus(model, args, out, sp.tune)
     sae, source = C.existing_sae(args, model)
     layer = args.layer if args.layer is not None else model.n_layers // 2
     hook = (sae.cfg.hook if sae is not None else None) or f"blocks.{layer}.hook_resid_post"
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log_ratio = lambda js: [float(torch.log(ratio[j])) for j in js]  # noqa: E731
     stab = stability(sae, store, hook, tokens, model.tokenizer, rows, args.top)
     split = within(sae, store, hook, tokens, model.tokenizer, rows, {"top": top, "random": rand})
-    held = C.problems(args, max(2, args.n // 2), offset=1)
+    held = sp.eval
     ctrl = rand[0] if rand else (top[0] + 1) % len(ratio)
     arms = {"top latent": steer_arm(model, sae, top[0], args.alpha, held, out, "top",
                                     args.max_new_tokens),
@@ -224,7 +226,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "The paper reads the top features by hand and steers them on AIME/MATH; here the "
              "check is automatic (activation ratio vs random latents) and steering is on "
              "held-out arithmetic at small n."],
-        body=body, numbers=numbers, paper=PAPER)
+        body=body, numbers=numbers, paper=PAPER, split=sp,
+        chosen={"top latents (ReasonScore on the tune corpus)": top,
+                "steered latent": f"{top[0]} (alpha {args.alpha}, fixed)"})
     return numbers
 
 

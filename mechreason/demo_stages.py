@@ -74,10 +74,11 @@ def rank_features(model: Any, sae: Any, store: Any, records: dict[str, dict[str,
     _, b = per_trace(direct)
     diff = a.mean(0) - b.mean(0)
     se = (a.var(0, unbiased=True) / a.shape[0] + b.var(0, unbiased=True) / b.shape[0]).sqrt().nan_to_num(0.0)
+    tq = _welch_t(a, b)  # Welch t multiplier per latent: traces are few, so never z
     order = diff.argsort(descending=True)[:top].tolist()
     dead = int(((a.sum(0) + b.sum(0)) == 0).sum())
-    feats: list[dict[str, Any]] = [{"latent": int(k), "score": float(diff[k]), "lo": float(diff[k] - 1.96 * se[k]),
-              "hi": float(diff[k] + 1.96 * se[k]), "cot_mean": float(a[:, k].mean()),
+    feats: list[dict[str, Any]] = [{"latent": int(k), "score": float(diff[k]), "lo": float(diff[k] - tq[k] * se[k]),
+              "hi": float(diff[k] + tq[k] * se[k]), "cot_mean": float(a[:, k].mean()),
               "direct_mean": float(b[:, k].mean())} for k in order]
     for f in feats[:examples]:
         f["examples"] = top_sentences(model, sae, store, records, hook, f["latent"], cot)
@@ -89,6 +90,20 @@ def rank_features(model: Any, sae: Any, store: Any, records: dict[str, dict[str,
     write_json(out / "features.json", summary)
     write_meta(out, model, stage="sae-features", sae=source, hook=hook)
     return summary
+
+
+def _welch_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per column, the 95% Student t multiplier at the Welch-Satterthwaite df of a
+    difference of the column means of ``a`` and ``b``."""
+    from scipy.stats import t
+
+    from mechreason.stats import welch_df
+
+    if min(a.shape[0], b.shape[0]) < 2:
+        return torch.full((a.shape[1],), float("nan"))
+    va, vb = a.double().var(0).tolist(), b.double().var(0).tolist()
+    df = [welch_df(x, a.shape[0], y, b.shape[0]) for x, y in zip(va, vb)]
+    return torch.tensor(t.ppf(0.975, df), dtype=torch.float64)
 
 
 def heldout_check(sae: Any, store: Any, hook: str, feats: list[dict[str, Any]]) -> dict[str, Any]:
