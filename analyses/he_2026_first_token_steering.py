@@ -113,14 +113,18 @@ def run_seed(args: argparse.Namespace, model: Any, sae: Any, hook: str, sp: C.Sp
     tune = _Arms(model, sae, hook, sp.tune, out / f"seed{seed}" / "tune", args.max_new_tokens)
     tune_arms = {"direct (unsteered)": tune.run("direct")}
     for c in args.coefs:
-        tune_arms[f"top latent x{c:g}"] = tune.run(f"steered_c{c:g}", latent, c * unit)
+        # file names carry latent and alpha: a re-run that chooses otherwise regenerates
+        tune_arms[f"top latent x{c:g}"] = tune.run(f"steered_l{latent}_a{c * unit:.6g}", latent,
+                                                   c * unit)
     best = choose_coef(tune_arms, args.coefs)
 
     ev = _Arms(model, sae, hook, sp.eval, out / f"seed{seed}" / "eval", args.max_new_tokens)
     arms = {"direct (unsteered)": ev.run("direct"),
-            "top latent (chosen coef)": ev.run(f"steered_c{best:g}", latent, best * unit),
-            "random latent (same alpha, equal norm)": ev.run(f"control_c{best:g}", control,
-                                                             best * unit * ctrl_scale)}
+            "top latent (chosen coef)": ev.run(f"steered_l{latent}_a{best * unit:.6g}", latent,
+                                               best * unit),
+            "random latent (same alpha, equal norm)": ev.run(
+                f"control_l{control}_a{best * unit * ctrl_scale:.6g}", control,
+                best * unit * ctrl_scale)}
     return {"latent": latent, "top_latents_on_tune": ranked, "latent_rank_on_eval": eval_rank,
             "control_latent": control, "decoder_norms": norms, "control_alpha_scale": ctrl_scale,
             "unit_activation": unit, "chosen_coef": best, "alpha": best * unit,
