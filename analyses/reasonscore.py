@@ -123,6 +123,28 @@ def reason_word_rate(recs: list[dict[str, Any]]) -> list[float]:
     return [len(pat.findall(r["generated_text"])) / max(r["n_sentences"], 1) for r in recs]
 
 
+def eval_ratios(model: Any, sae: Any, hook: str, out: Path, recs: list[dict[str, Any]],
+                latents: dict[str, list[int]]) -> dict[str, Any]:
+    """Log in/out-of-window activation ratio of the latents chosen on tune, on the eval
+    problems' unsteered cot traces (never used to choose them)."""
+    import torch
+
+    from mechreason.errors import MechReasonError
+    from mechreason.sae.features import reason_scores
+
+    tokens = {r["id"]: list(r["prompt_ids"]) + list(r["generated_ids"]) for r in recs}
+    try:
+        store = C.capture_traces(model, out / "steer_none.jsonl", out / "acts_eval", [hook])
+        first = {r["id"]: r["prompt_len"] for r in recs}
+        rows = [n for n, r in enumerate(store.rows) if r["pos"] >= first[r["item"]]]
+        res = reason_scores(sae, store, hook, tokens, model.tokenizer, rows=rows)
+    except MechReasonError as e:
+        return {"error": f"not computed: {e}"}
+    ratio = (res.mean_in + 1e-6) / (res.mean_out + 1e-6)
+    return {k: C.mean([float(torch.log(ratio[j])) for j in js]) for k, js in latents.items()} \
+        | {"windows": res.group_counts}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = C.parser(__doc__ or "", n=24)
     ap.add_argument("--sae", help="SAE folder (default: shipped, else trained here)")
@@ -164,7 +186,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "random latent (control)": steer_arm(model, sae, ctrl, args.alpha, held, out,
                                                  "random", args.max_new_tokens),
             "unsteered": C.traces(model, held, out / "steer_none.jsonl", style="cot",
-                                  max_new_tokens=args.max_new_tokens)}
+                                  max_new_tokens=args.max_new_tokens,  # canned on tiny-random only
+                                  scripted=args.model == "tiny-random")}
+    on_eval = eval_ratios(model, sae, hook, out, arms["unsteered"], {"top": top, "random": rand})
     steer_tab = {k: {"tokens": C.mean([r["n_generated_tokens"] for r in v]),
                      "reason_words_per_sentence": C.mean(reason_word_rate(v)),
                      "accuracy": C.proportion(sum(r["correct"] is True for r in v), len(v))}
@@ -177,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "log_in_out_ratio_top": C.mean(log_ratio(top)),
                "log_in_out_ratio_random": C.mean(log_ratio(rand)),
                "split_half": stab, "within_subcorpus": split, "steering": steer_tab,
+               "log_in_out_ratio_on_eval": on_eval,
                "steering_latents": {"top": top[0], "control": ctrl}}
     figs = C.save_figure(args, lambda: _figure(top, [float(res.scores[j]) for j in top]), out,
                          "reasonscore_top")
@@ -203,9 +228,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out, model, args, script="reasonscore.py", title="ReasonScore (Galichin et al. 2025)",
         citation="Galichin, A. et al. (2025). I Have Covered All the Bases Here: Interpreting "
                  "Reasoning Features in Large Language Models via Sparse Autoencoders.",
-        rows=[("top features fire on reasoning words (log in/out ratio, top)",
-               "yes (qualitative)", numbers["log_in_out_ratio_top"]),
-              ("same, random latents (control)", "-", numbers["log_in_out_ratio_random"]),
+        rows=[("top features fire on reasoning words (log in/out ratio, top; eval traces)",
+               "yes (qualitative)", on_eval.get("top", on_eval.get("error"))),
+              ("same, random latents (control; eval traces)", "-", on_eval.get("random", "-")),
+              ("log in/out ratio, top, in-sample on the tune corpus that chose them", "-",
+               numbers["log_in_out_ratio_top"]),
+              ("same, random latents (tune corpus)", "-", numbers["log_in_out_ratio_random"]),
               *[(f"log in/out ratio within {k}: top vs random latents", "-",
                  f"{C.fmt(v['top'])} vs {C.fmt(v['random'])}") for k, v in split.items()
                 if "error" not in v],

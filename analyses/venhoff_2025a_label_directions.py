@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     best = per_label[lab]
     vec, hook = best["vector"], best["best_hook"]
     held = sp.eval
+    # scripted on tiny-random only, so a quick run reaches the eval AUROC below
     arms: dict[str, Any] = {"unsteered": C.traces(model, held, out / "eval_unsteered.jsonl",
-                                                  style="cot", max_new_tokens=args.max_new_tokens)}
+                                                  style="cot", max_new_tokens=args.max_new_tokens,
+                                                  scripted=scripted)}
     for name, file, v, a in (("+vector", "plus", vec, args.alpha),
                              ("-vector", "minus", vec, -args.alpha),
                              ("+random (control)", "random", random_like(vec, args.seed), args.alpha),
