@@ -9,15 +9,17 @@ holds only what all seven share, so each script reads as its method.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import math
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("mechreason") is None:  # `python analyses/x.py` puts analyses/,
@@ -28,15 +30,27 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 _STARTED = [time.monotonic()]  # reset by start(); the report states the wall time
 
 
-def parser(doc: str, *, n: int) -> argparse.ArgumentParser:
-    """The arguments every script takes; scripts add their own."""
+def parser(doc: str, *, n: int, seeds: bool = False) -> argparse.ArgumentParser:
+    """The arguments every script takes; scripts add their own. ``seeds``: the script
+    repeats itself over ``--seeds S...`` instead of taking one ``--seed``."""
     ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL, help="model name (mechreason models)")
     ap.add_argument("--out", required=True, help="output directory (report.md, results.json)")
     ap.add_argument("--quick", action="store_true", help="a tiny run that checks the plumbing")
-    ap.add_argument("--n", type=int, default=n, help="problems (or traces) to use")
-    ap.add_argument("--seed", type=int, default=0, help="problem, sampling and control seed")
+    ap.add_argument("--n", type=int, default=n,
+                    help="problems per set when --tune / --eval are not given")
+    if seeds:
+        ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                        help="seeds: each draws its own tune and eval problems and control")
+    else:
+        ap.add_argument("--seed", type=int, default=0, help="problem, sampling and control seed")
+    ap.add_argument("--tune", metavar="[SEED:]START-END",
+                    help="problems every setting is chosen on: indices START..END-1 of the "
+                         "seed's problem stream (default: 0-N, N = --n)")
+    ap.add_argument("--eval", metavar="[SEED:]START-END",
+                    help="problems every reported number comes from, disjoint from --tune "
+                         "(default: N-2N)")
     ap.add_argument("--no-figure", action="store_true", help="skip the plotly figure")
     ap.add_argument("--difficulty", type=int, choices=range(1, 6), metavar="1..5",
                     help="arithmetic steps per problem (default: cycle 1..5)")
@@ -57,6 +71,11 @@ def start(args: argparse.Namespace) -> tuple[Any, Path]:
     return load_model(args.model, device="cpu"), out
 
 
+def seed_of(args: argparse.Namespace) -> int:
+    """``--seed``, or the first of ``--seeds``."""
+    return int(args.seed) if hasattr(args, "seed") else int(args.seeds[0])
+
+
 def steps_text(args: argparse.Namespace) -> str:
     """The arithmetic problems' size in words, for the reports."""
     d = getattr(args, "difficulty", None)
@@ -68,16 +87,74 @@ def is_real(args: argparse.Namespace) -> bool:
     return not args.quick and args.model != "tiny-random"
 
 
-def problems(args: argparse.Namespace, n: int | None = None, *, offset: int = 0) -> list[Any]:
-    """``n`` procedural arithmetic problems (the task every bundled model can attempt);
-    ``offset`` draws a disjoint held-out set from another seed (two under ``--quick``)."""
+@dataclasses.dataclass(frozen=True)
+class ProblemRange:
+    """Problems ``start .. stop-1`` of one seed's procedural problem stream (the stream is
+    a sequence: ``make_problems(n=stop)[start:]``, so two ranges of one seed that do not
+    overlap hold different problems)."""
+
+    seed: int | None
+    """None: the run's seed."""
+    start: int
+    stop: int
+
+    @classmethod
+    def parse(cls, text: str, flag: str) -> ProblemRange:
+        from mechreason.errors import MechReasonError
+
+        m = re.fullmatch(r"\s*(?:(\d+)\s*:)?\s*(\d+)\s*-\s*(\d+)\s*", text)
+        if not m or int(m.group(2)) >= int(m.group(3)):
+            raise MechReasonError(f"{flag} {text!r}: write [SEED:]START-END with START < END "
+                                  "(e.g. 0-30 or 1:30-60)")
+        return cls(int(m.group(1)) if m.group(1) else None, int(m.group(2)), int(m.group(3)))
+
+    def __str__(self) -> str:
+        return (f"{self.seed}:" if self.seed is not None else "") + f"{self.start}-{self.stop}"
+
+
+class Split(NamedTuple):
+    """Disjoint tune and eval problems: settings are chosen on ``tune`` only, and every
+    reported number comes from ``eval``, problems never seen while choosing."""
+
+    tune: list[Any]
+    eval: list[Any]
+    tune_spec: str
+    eval_spec: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"tune": self.tune_spec, "eval": self.eval_spec, "n_tune": len(self.tune),
+                "n_eval": len(self.eval), "tune_ids": [p.id for p in self.tune],
+                "eval_ids": [p.id for p in self.eval], "disjoint": True}
+
+
+def split(args: argparse.Namespace, seed: int | None = None) -> Split:
+    """The run's tune and eval problems (``--tune`` / ``--eval``, defaults ``0-N`` and
+    ``N-2N``), checked disjoint by problem id and by question text. Under ``--quick`` each
+    set keeps at most its first ``--n`` problems."""
+    from mechreason.errors import MechReasonError
+
+    seed = seed_of(args) if seed is None else seed
+    n = args.n
+    ranges = [ProblemRange.parse(args.tune or f"0-{n}", "--tune"),
+              ProblemRange.parse(args.eval or f"{n}-{2 * n}", "--eval")]
+    ranges = [dataclasses.replace(r, seed=seed if r.seed is None else r.seed) for r in ranges]
+    if args.quick:  # the plumbing check: at most --n problems each
+        ranges = [dataclasses.replace(r, stop=min(r.stop, r.start + n)) for r in ranges]
+    tune, ev = (_range_problems(args, r) for r in ranges)
+    shared = ({p.id for p in tune} & {p.id for p in ev}) | \
+        {p.id for p in ev if p.question in {q.question for q in tune}}
+    if shared:
+        raise MechReasonError(f"--tune {ranges[0]} and --eval {ranges[1]} share "
+                              f"{len(shared)} problem(s) (e.g. {sorted(shared)[0]}); give "
+                              "ranges that do not overlap")
+    return Split(tune, ev, str(ranges[0]), str(ranges[1]))
+
+
+def _range_problems(args: argparse.Namespace, r: ProblemRange) -> list[Any]:
     from mechreason.traces.tasks import make_problems
 
-    n = n or args.n
-    if offset and args.quick:
-        n = min(n, 2)
-    return make_problems("arithmetic", n, seed=args.seed + 1000 * offset,
-                         difficulty=getattr(args, "difficulty", None))
+    return make_problems("arithmetic", r.stop, seed=int(r.seed or 0),
+                         difficulty=getattr(args, "difficulty", None))[r.start:]
 
 
 SCRIPTED = (
@@ -156,8 +233,8 @@ def train_small_sae(args: argparse.Namespace, model: Any, store: Any, hook: str,
     n = len(rows) if rows is not None else len(store.rows)
     cfg = TrainConfig(arch="topk", expansion=4, k=8, batch_size=min(256, n), epochs=20,
                       warmup_steps=5, init_rows=min(n, 4096), checkpoint_every=10**9,
-                      dead_tokens=max(n, 1), seed=args.seed)
-    src = store_source(store, hook, cfg.batch_size, seed=args.seed,
+                      dead_tokens=max(n, 1), seed=seed_of(args))
+    src = store_source(store, hook, cfg.batch_size, seed=seed_of(args),
                        rows=list(rows) if rows is not None else None)
     sae, _ = train_sae(src, cfg, out / "sae_train", hook=hook, model_name=model.name,
                        progress=False)
@@ -178,11 +255,24 @@ def proportion(k: int, n: int) -> dict[str, float]:
 
 
 def mean(xs: Sequence[float]) -> dict[str, float]:
-    """A mean with its normal 95% interval."""
+    """A mean with its Student-t 95% interval (valid at small n)."""
     from mechreason.stats import mean_ci
 
     m, lo, hi = mean_ci([float(x) for x in xs])
     return {"value": m, "lo": lo, "hi": hi, "n": len(xs)}
+
+
+def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Two proportions (``proportion`` dicts) side by side: the difference, with a
+    percentile interval from Newcombe's hybrid score method (the two Wilson intervals),
+    and Fisher's exact two-sided p."""
+    from mechreason.stats import fisher_exact
+
+    d = a["value"] - b["value"]
+    lo = d - math.sqrt((a["value"] - a["lo"]) ** 2 + (b["hi"] - b["value"]) ** 2)
+    hi = d + math.sqrt((a["hi"] - a["value"]) ** 2 + (b["value"] - b["lo"]) ** 2)
+    return {"value": d, "lo": lo, "hi": hi, "a": f"{a['k']}/{a['n']}", "b": f"{b['k']}/{b['n']}",
+            "fisher_p": fisher_exact(int(a["k"]), int(a["n"]), int(b["k"]), int(b["n"]))}
 
 
 def bootstrap(xs: Sequence[Any], stat: Callable[[Sequence[Any]], float], *, n_boot: int = 1000,
@@ -243,11 +333,16 @@ def command(script: str, args: argparse.Namespace) -> str:
 def write_report(out: Path, model: Any, args: argparse.Namespace, *, script: str, title: str,
                  citation: str, rows: Sequence[tuple[str, str, Any]], why: Sequence[str],
                  body: Sequence[str], numbers: Mapping[str, Any],
-                 paper: Mapping[str, Any]) -> None:
+                 paper: Mapping[str, Any], split: Split | Mapping[str, Split],
+                 chosen: Mapping[str, Any]) -> None:
     """Write ``report.md`` (paper vs ours, why they differ, details), ``results.json``
     (``numbers``: the script's measurements; ``paper``: the paper's) and ``meta.json``.
 
     rows: ``(quantity, paper's value as text, ours)``; ours may be an interval dict.
+    split: the tune / eval problems (per seed when the script repeats over seeds).
+    chosen: every setting the script chose on the tune problems, with the tune numbers
+    it chose by (empty when it chooses nothing); the report, results.json and meta.json
+    state both.
     """
     from mechreason.artifacts import write_json, write_meta
 
@@ -259,19 +354,43 @@ def write_report(out: Path, model: Any, args: argparse.Namespace, *, script: str
                   f"{'--quick' if args.quick else ''} {args.model}; numbers below only show "
                   "the script works.", ""]
     wall = time.monotonic() - _STARTED[0]
-    lines += [f"Model `{args.model}`, n = {args.n} (procedural arithmetic, {steps_text(args)}), "
-              f"seed {args.seed}, wall time {wall:.0f} s (model load included). Command:", "",
-              f"    {cmd}", "", "| quantity | paper | ours (95% CI) |", "|---|---|---|"]
+    splits = {"": split} if isinstance(split, Split) else dict(split)
+    seeds = getattr(args, "seeds", None) or [args.seed]
+    lines += [f"Model `{args.model}`, procedural arithmetic ({steps_text(args)}), "
+              f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, "
+              f"wall time {wall:.0f} s (model load included). Command:", "", f"    {cmd}", "",
+              *_split_lines(splits, chosen), "",
+              "| quantity | paper | ours (95% CI) |", "|---|---|---|"]
     lines += [f"| {q} | {p} | {fmt(o)} |" for q, p, o in rows]
     lines += ["", "## Why they differ", "", *[f"- {w}" for w in why], "", "## Details", "",
               *body, ""]
     (out / "report.md").write_text("\n".join(lines))
+    split_json = {k or "all": v.describe() for k, v in splits.items()}
     write_json(out / "results.json", {"script": script, "model": args.model, "real": real,
-                                      "quick": bool(args.quick), "n": args.n, "seed": args.seed,
+                                      "quick": bool(args.quick), "seeds": seeds,
+                                      "split": split_json, "chosen_on_tune": dict(chosen),
                                       "command": cmd, "wall_s": round(wall, 1), "paper": dict(paper),
                                       "ours": dict(numbers)})
-    write_meta(out, model, stage=f"analyses/{script}", quick=bool(args.quick))
+    write_meta(out, model, stage=f"analyses/{script}", quick=bool(args.quick),
+               split=split_json, chosen_on_tune=dict(chosen))
     log.info("wrote %s", out / "report.md")
+
+
+def _split_lines(splits: Mapping[str, Split], chosen: Mapping[str, Any]) -> list[str]:
+    """The report's statement of the pre-registered split."""
+    out = []
+    for key, sp in splits.items():
+        out.append(f"Problems{f' (seed {key})' if key else ''}: tune `{sp.tune_spec}` "
+                   f"(n = {len(sp.tune)}), eval `{sp.eval_spec}` (n = {len(sp.eval)}), disjoint "
+                   "(checked by problem id and question text).")
+    if chosen:
+        out += ["", "Chosen on the tune problems only (eval numbers below come from problems "
+                "never seen while choosing): " + "; ".join(f"{k}: {fmt(v)}"
+                                                       for k, v in chosen.items()) + "."]
+    else:
+        out += ["", "This script chooses no setting from data: the tune problems are unused "
+                "and every number comes from the eval problems."]
+    return out
 
 
 def save_figure(args: argparse.Namespace, fig_fn: Callable[[], Any], out: Path, stem: str

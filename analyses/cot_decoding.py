@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.n, args.k, args.max_new_tokens = min(args.n, 2), min(args.k, 2), 8
     model, out = C.start(args)
-    rows = decode_all(model, C.problems(args), args.k, args.max_new_tokens)
+    sp = C.split(args)  # k and the scoring rule are fixed: nothing is chosen on tune
+    rows = decode_all(model, sp.eval, args.k, args.max_new_tokens)
     m = measure(rows, args.k, args.seed)
     figs = C.save_figure(args, lambda: figure(m), out, "accuracy_by_k")
     ex = rows[0]
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "greedy path answers directly.",
              "k and path length are smaller here (CPU budget); n is small, so the intervals "
              "are wide."],
-        body=body, numbers={k: v for k, v in m.items()}, paper=PAPER)
+        body=body, numbers={k: v for k, v in m.items()}, paper=PAPER, split=sp, chosen={})
     return m
 
 

@@ -44,10 +44,11 @@ TEXTS = (
 )
 
 
-def corpus(model: Any, args: Any, out: Path) -> tuple[Path, dict[str, list[int]], dict[str, int]]:
-    """cot trace records plus the bundled texts as one JSONL; item -> ids; item -> first
-    scored position (generated tokens of traces, every token of a text)."""
-    recs = C.traces(model, C.problems(args), out / "traces_cot.jsonl", style="cot",
+def corpus(model: Any, args: Any, out: Path, tune: list[Any]
+           ) -> tuple[Path, dict[str, list[int]], dict[str, int]]:
+    """cot trace records of the tune problems plus the bundled texts as one JSONL; item ->
+    ids; item -> first scored position (generated tokens of traces, every token of a text)."""
+    recs = C.traces(model, tune, out / "traces_cot.jsonl", style="cot",
                     max_new_tokens=args.max_new_tokens)
     texts = [{"id": f"text{i}", "text": t} for i, t in enumerate(TEXTS)]
     path = C.write_records(out / "corpus.jsonl", [*recs, *texts])
@@ -122,6 +123,28 @@ def reason_word_rate(recs: list[dict[str, Any]]) -> list[float]:
     return [len(pat.findall(r["generated_text"])) / max(r["n_sentences"], 1) for r in recs]
 
 
+def eval_ratios(model: Any, sae: Any, hook: str, out: Path, recs: list[dict[str, Any]],
+                latents: dict[str, list[int]]) -> dict[str, Any]:
+    """Log in/out-of-window activation ratio of the latents chosen on tune, on the eval
+    problems' unsteered cot traces (never used to choose them)."""
+    import torch
+
+    from mechreason.errors import MechReasonError
+    from mechreason.sae.features import reason_scores
+
+    tokens = {r["id"]: list(r["prompt_ids"]) + list(r["generated_ids"]) for r in recs}
+    try:
+        store = C.capture_traces(model, out / "steer_none.jsonl", out / "acts_eval", [hook])
+        first = {r["id"]: r["prompt_len"] for r in recs}
+        rows = [n for n, r in enumerate(store.rows) if r["pos"] >= first[r["item"]]]
+        res = reason_scores(sae, store, hook, tokens, model.tokenizer, rows=rows)
+    except MechReasonError as e:
+        return {"error": f"not computed: {e}"}
+    ratio = (res.mean_in + 1e-6) / (res.mean_out + 1e-6)
+    return {k: C.mean([float(torch.log(ratio[j])) for j in js]) for k, js in latents.items()} \
+        | {"windows": res.group_counts}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = C.parser(__doc__ or "", n=24)
     ap.add_argument("--sae", help="SAE folder (default: shipped, else trained here)")
@@ -137,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mechreason.sae.features import reason_scores
 
     model, out = C.start(args)
-    path, tokens, first = corpus(model, args, out)
+    sp = C.split(args)
+    path, tokens, first = corpus(model, args, out, sp.tune)
     sae, source = C.existing_sae(args, model)
     layer = args.layer if args.layer is not None else model.n_layers // 2
     hook = (sae.cfg.hook if sae is not None else None) or f"blocks.{layer}.hook_resid_post"
@@ -155,14 +179,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log_ratio = lambda js: [float(torch.log(ratio[j])) for j in js]  # noqa: E731
     stab = stability(sae, store, hook, tokens, model.tokenizer, rows, args.top)
     split = within(sae, store, hook, tokens, model.tokenizer, rows, {"top": top, "random": rand})
-    held = C.problems(args, max(2, args.n // 2), offset=1)
+    held = sp.eval
     ctrl = rand[0] if rand else (top[0] + 1) % len(ratio)
     arms = {"top latent": steer_arm(model, sae, top[0], args.alpha, held, out, "top",
                                     args.max_new_tokens),
             "random latent (control)": steer_arm(model, sae, ctrl, args.alpha, held, out,
                                                  "random", args.max_new_tokens),
             "unsteered": C.traces(model, held, out / "steer_none.jsonl", style="cot",
-                                  max_new_tokens=args.max_new_tokens)}
+                                  max_new_tokens=args.max_new_tokens,  # canned on tiny-random only
+                                  scripted=args.model == "tiny-random")}
+    on_eval = eval_ratios(model, sae, hook, out, arms["unsteered"], {"top": top, "random": rand})
     steer_tab = {k: {"tokens": C.mean([r["n_generated_tokens"] for r in v]),
                      "reason_words_per_sentence": C.mean(reason_word_rate(v)),
                      "accuracy": C.proportion(sum(r["correct"] is True for r in v), len(v))}
@@ -175,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "log_in_out_ratio_top": C.mean(log_ratio(top)),
                "log_in_out_ratio_random": C.mean(log_ratio(rand)),
                "split_half": stab, "within_subcorpus": split, "steering": steer_tab,
+               "log_in_out_ratio_on_eval": on_eval,
                "steering_latents": {"top": top[0], "control": ctrl}}
     figs = C.save_figure(args, lambda: _figure(top, [float(res.scores[j]) for j in top]), out,
                          "reasonscore_top")
@@ -201,9 +228,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out, model, args, script="reasonscore.py", title="ReasonScore (Galichin et al. 2025)",
         citation="Galichin, A. et al. (2025). I Have Covered All the Bases Here: Interpreting "
                  "Reasoning Features in Large Language Models via Sparse Autoencoders.",
-        rows=[("top features fire on reasoning words (log in/out ratio, top)",
-               "yes (qualitative)", numbers["log_in_out_ratio_top"]),
-              ("same, random latents (control)", "-", numbers["log_in_out_ratio_random"]),
+        rows=[("top features fire on reasoning words (log in/out ratio, top; eval traces)",
+               "yes (qualitative)", on_eval.get("top", on_eval.get("error"))),
+              ("same, random latents (control; eval traces)", "-", on_eval.get("random", "-")),
+              ("log in/out ratio, top, in-sample on the tune corpus that chose them", "-",
+               numbers["log_in_out_ratio_top"]),
+              ("same, random latents (tune corpus)", "-", numbers["log_in_out_ratio_random"]),
               *[(f"log in/out ratio within {k}: top vs random latents", "-",
                  f"{C.fmt(v['top'])} vs {C.fmt(v['random'])}") for k, v in split.items()
                 if "error" not in v],
@@ -224,7 +254,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "The paper reads the top features by hand and steers them on AIME/MATH; here the "
              "check is automatic (activation ratio vs random latents) and steering is on "
              "held-out arithmetic at small n."],
-        body=body, numbers=numbers, paper=PAPER)
+        body=body, numbers=numbers, paper=PAPER, split=sp,
+        chosen={"top latents (ReasonScore on the tune corpus)": top,
+                "steered latent": f"{top[0]} (alpha {args.alpha}, fixed)"})
     return numbers
 
 

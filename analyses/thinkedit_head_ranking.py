@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mechreason.methods.head_edit import edit_heads, rank_heads
 
     model, out = C.start(args)
-    train = C.traces(model, C.problems(args), out / "traces_cot.jsonl", style="cot",
+    sp = C.split(args)
+    train = C.traces(model, sp.tune, out / "traces_cot.jsonl", style="cot",
                      max_new_tokens=args.max_new_tokens)
     vec, counts = direction(model, add_halves(train), out)
     ids, spans = reasoning_spans(train)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     k = max(1, round(args.head_frac * n_heads))
     top = [(h.layer, h.head) for h in ranked[:k]]
     rnd = random.Random(args.seed).sample([(h.layer, h.head) for h in ranked], k)
-    held = C.problems(args, offset=1)
+    held = sp.eval
     arms = {"unedited": arm(model, held, out / "eval_unedited.jsonl", args.max_new_tokens)}
     with edit_heads(model, top, vec):
         arms["top heads edited"] = arm(model, held, out / "eval_top.jsonl", args.max_new_tokens)
@@ -169,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "Task: procedural arithmetic instead of GSM8K/MATH; the paper's +6.39% is on "
              "short-reasoning cases only, a subset too small to measure at this n.",
              "Intervals are wide at this n; a difference inside them is no effect."],
-        body=body, numbers=numbers, paper=PAPER)
+        body=body, numbers=numbers, paper=PAPER, split=sp,
+        chosen={"direction": "short-minus-long reasoning-span mean of tune cot traces",
+                "edited heads": f"top {k} of {n_heads} by write along it on tune traces: {top[:8]}"})
     return numbers
 
 

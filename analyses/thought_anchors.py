@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from mechreason.errors import MechReasonError
 
     model, out = C.start(args)
-    recs = C.traces(model, C.problems(args), out / "traces_cot.jsonl", style="cot",
+    sp = C.split(args)  # descriptive: nothing is chosen on tune, every trace is an eval one
+    recs = C.traces(model, sp.eval, out / "traces_cot.jsonl", style="cot",
                     max_new_tokens=args.max_new_tokens, scripted=args.model == "tiny-random")
     if not any(len(r["sentences"]) >= 3 for r in recs):
         raise MechReasonError("no trace has 3 or more sentences; raise --max-new-tokens")
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "a small model's scattered answers put many sentences near that ceiling, so the "
              "KLs separate 'disjoint' from 'overlapping' more than they grade importance.",
              "Labels come from the rule labeller, not the paper's LLM judge."],
-        body=body, numbers=numbers, paper=PAPER)
+        body=body, numbers=numbers, paper=PAPER, split=sp, chosen={})
     return numbers
 
 

@@ -55,6 +55,29 @@ def fluency(recs: list[dict[str, Any]]) -> dict[str, Any]:
             "distinct_tokens": C.mean(uniq)}
 
 
+def eval_auroc(model: Any, out: Any, lab: str, hook: str, vec: Any, seed: int) -> dict[str, Any]:
+    """The chosen vector's separation of ``lab`` sentences from the rest on the unsteered
+    eval traces (problems never used to choose the label, layer or vector), beside an
+    equal-norm random direction; an error text when those traces lack the label."""
+    from mechreason.directions.contrast import build_contrast
+    from mechreason.directions.sweep import auroc, auroc_ci
+    from mechreason.errors import MechReasonError
+    from mechreason.steering.evaluate import random_like
+
+    try:
+        store = C.capture_traces(model, out / "eval_unsteered.jsonl", out / "acts_eval", [hook],
+                                 positions="generated")
+        a, b = build_contrast([store], f"label={lab}", "sentence-start").groups(hook)
+    except MechReasonError as e:
+        return {"error": f"not computed: {e}"}
+    res = {}
+    for name, v in (("direction", vec), ("random", random_like(vec, seed))):
+        u = v.float() / v.float().norm()
+        lo, hi = auroc_ci(a.x @ u, b.x @ u, seed=seed)
+        res[name] = {"value": auroc(a.x @ u, b.x @ u), "lo": lo, "hi": hi}
+    return res | {"n_sentences": [len(a.ids), len(b.ids)]}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = C.parser(__doc__ or "", n=30)
     ap.add_argument("--label", help="function tag to study (default: the two most common)")
@@ -74,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model, out = C.start(args)
     scripted = args.model == "tiny-random"  # random weights write no sentences to label
-    recs = C.traces(model, C.problems(args), out / "traces_cot.jsonl", style="cot",
+    sp = C.split(args)
+    recs = C.traces(model, sp.tune, out / "traces_cot.jsonl", style="cot",
                     max_new_tokens=args.max_new_tokens, scripted=scripted)
     layers = sorted({*range(0, model.n_layers, max(1, model.n_layers // 8)), model.n_layers - 1})
     hooks = [f"blocks.{L}.hook_resid_post" for L in layers]
@@ -97,9 +121,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lab = labels[0]
     best = per_label[lab]
     vec, hook = best["vector"], best["best_hook"]
-    held = C.problems(args, offset=1)
+    held = sp.eval
+    # scripted on tiny-random only, so a quick run reaches the eval AUROC below
     arms: dict[str, Any] = {"unsteered": C.traces(model, held, out / "eval_unsteered.jsonl",
-                                                  style="cot", max_new_tokens=args.max_new_tokens)}
+                                                  style="cot", max_new_tokens=args.max_new_tokens,
+                                                  scripted=scripted)}
     for name, file, v, a in (("+vector", "plus", vec, args.alpha),
                              ("-vector", "minus", vec, -args.alpha),
                              ("+random (control)", "random", random_like(vec, args.seed), args.alpha),
@@ -112,20 +138,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             arms[name] = C.traces(model, held, path, style="cot",
                                   max_new_tokens=args.max_new_tokens)
     shares = {k: label_share(v, lab) for k, v in arms.items()}
+    ev_auroc = eval_auroc(model, out, lab, hook, vec, args.seed)
     for d in per_label.values():
         d.pop("vector")
     numbers = {"labels": per_label, "steered_label": lab, "steer_hook": hook,
                "alpha": args.alpha, "vector_norm": float(vec.norm()), "label_share": shares,
                "accuracy": {k: C.proportion(sum(r["correct"] is True for r in v), len(v))
                             for k, v in arms.items()},
-               "fluency": {k: fluency(v) for k, v in arms.items()}}
+               "fluency": {k: fluency(v) for k, v in arms.items()},
+               "eval_auroc": ev_auroc}
     lay = per_label[lab]["layers"]
     figs = C.save_figure(args, lambda: _figure(layers, lay, hooks.index(hook), lab), out,
                          "layer_sweep")
     body = []
     for name, d in per_label.items():
         body += [f"### label `{name}`", "", f"units: {d['counts']}; best hook `{d['best_hook']}`",
-                 "", "| hook | held-out AUROC | random direction AUROC | norm |", "|---|---|---|---|",
+                 "", "| hook | AUROC (tune traces, held-out problems) | random direction AUROC | norm |", "|---|---|---|---|",
                  *[f"| {r['hook']} | {r['auroc']:.3f} [{r['auroc_ci'][0]:.3f}, {r['auroc_ci'][1]:.3f}]"
                    f" | {r['random_auroc']:.3f} | {r['norm']:.3g} |" for r in d["layers"]], ""]
     body += [f"Steering `{lab}` at `{hook}`, alpha {args.alpha}, every generated token, "
@@ -144,9 +172,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         title="Label directions at sentence starts (Venhoff et al. 2025a)",
         citation="Venhoff, C., Arcuschin, I., Torr, P., Conmy, A. and Nanda, N. (2025). "
                  "Understanding Reasoning in Thinking Language Models via Steering Vectors.",
-        rows=[(f"`{lab}` held-out AUROC at best layer", "not reported (vectors steer)",
-               {"value": bl["auroc"], "lo": bl["auroc_ci"][0], "hi": bl["auroc_ci"][1]}),
-              ("random direction AUROC (control)", "-", bl["random_auroc"]),
+        rows=[(f"`{lab}` AUROC on eval traces (chosen layer and vector)",
+               "not reported (vectors steer)", ev_auroc.get("direction", ev_auroc.get("error"))),
+              ("equal-norm random direction AUROC on eval traces (control)", "-",
+               ev_auroc.get("random", "-")),
+              (f"`{lab}` AUROC at the chosen layer on tune's held-out split (chose the layer)",
+               "-", {"value": bl["auroc"], "lo": bl["auroc_ci"][0], "hi": bl["auroc_ci"][1]}),
               (f"`{lab}` share, unsteered", "-", shares["unsteered"]),
               (f"`{lab}` share, +vector", "rises", shares["+vector"]),
               (f"`{lab}` share, -vector", "falls", shares["-vector"]),
@@ -162,7 +193,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "convention) and added at every generated token, so a random vector of the same "
              "norm also perturbs the text strongly; an effect counts only where the +/-vector "
              "arm leaves the matching +/-random arm's interval."],
-        body=body, numbers=numbers, paper=PAPER)
+        body=body, numbers=numbers, paper=PAPER, split=sp,
+        chosen={"label": lab, "layer": f"{hook} (max AUROC on the tune traces' held-out "
+                f"problems: {bl['auroc']:.3f})", "vector": "label mean minus all, tune traces",
+                "alpha": f"{args.alpha} (fixed)"})
     return numbers
 
 

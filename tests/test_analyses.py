@@ -39,14 +39,18 @@ CHECKS: dict[str, list[tuple[str, float, float]]] = {
                                   ("heads_edited", 1.0, 1e4)],
     "reasonscore.py": [("log_in_out_ratio_top/value", -50.0, 50.0),
                        ("log_in_out_ratio_random/value", -50.0, 50.0),
-                       ("n_alive", 1.0, 1e6), _prob("steering/top latent/accuracy/value")],
-    "he_2026_first_token_steering.py": [_prob("arms/direct (unsteered)/accuracy/value"),
-                                        _prob("arms/random latent x2/accuracy/value"),
-                                        _prob("arms/top latent x2/reasons_in_steps/value"),
-                                        ("latent_rank_on_heldout", 0.0, 1e6)],
+                       ("n_alive", 1.0, 1e6), _prob("steering/top latent/accuracy/value"),
+                       ("log_in_out_ratio_on_eval/top/value", -50.0, 50.0)],
+    "he_2026_first_token_steering.py": [_prob("pooled/eval_arms/direct (unsteered)/accuracy/value"),
+                                        _prob("pooled/eval_arms/top latent (chosen coef)/reasons_in_steps/value"),
+                                        _prob("pooled/tests/reasons_in_steps: steered vs unsteered/fisher_p"),
+                                        ("seeds/0/latent_rank_on_eval", 0.0, 1e6),
+                                        ("seeds/1/control_alpha_scale", 0.999, 1.001)],
     "venhoff_2025a_label_directions.py": [_prob("label_share/unsteered/value"),
                                           _prob("label_share/+vector/value"),
-                                          ("vector_norm", 1e-9, 1e6)],
+                                          ("vector_norm", 1e-9, 1e6),
+                                          _prob("eval_auroc/direction/value"),
+                                          _prob("eval_auroc/random/value")],
     "venhoff_2025b_behaviour_clusters.py": [_prob("nmi_first_label"),
                                             _prob("nmi_shuffled_control/value"),
                                             ("hybrid_same_model/tokens_steered/value", 0.0, 0.0),
@@ -81,7 +85,11 @@ def test_quick_run(script: str, tmp_path: Path) -> None:
     assert "not a result" in report  # a tiny-random run must never read as a result
     res = json.loads((out / "results.json").read_text())
     assert res["script"] == script and res["real"] is False and res["paper"]
-    assert (out / "meta.json").is_file()
+    meta = json.loads((out / "meta.json").read_text())
+    for sp in res["split"].values():  # pre-registered: tune and eval never share a problem
+        assert sp["tune_ids"] and sp["eval_ids"] and not set(sp["tune_ids"]) & set(sp["eval_ids"])
+        assert f"tune `{sp['tune']}`" in report and f"eval `{sp['eval']}`" in report
+    assert meta["split"] == res["split"] and meta["chosen_on_tune"] == res["chosen_on_tune"]
     for path, lo, hi in CHECKS[script]:
         v = float(_get(res["ours"], path))
         assert math.isfinite(v) and lo <= v <= hi, f"{script}: {path} = {v} not in [{lo}, {hi}]"
@@ -93,3 +101,30 @@ def test_bad_n_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(MechReasonError, match="--n"):
         _load("cot_decoding.py").main(["--model", "tiny-random", "--n", "1",
                                        "--out", str(tmp_path)])
+
+
+def test_split_refuses_overlap_and_bad_ranges(tmp_path: Path) -> None:
+    from mechreason.errors import MechReasonError
+
+    C = _load("cot_decoding.py").C  # the scripts' shared _common
+    ap = C.parser("x", n=4)
+    with pytest.raises(MechReasonError, match="share 2 problem"):
+        C.split(ap.parse_args(["--out", str(tmp_path), "--tune", "0-4", "--eval", "2-6"]))
+    with pytest.raises(MechReasonError, match="START < END"):
+        C.split(ap.parse_args(["--out", str(tmp_path), "--tune", "5-5"]))
+    sp = C.split(ap.parse_args(["--out", str(tmp_path), "--seed", "3", "--eval", "7:0-3"]))
+    assert (sp.tune_spec, sp.eval_spec) == ("3:0-4", "7:0-3")
+    assert [p.id for p in sp.tune] == [f"arithmetic-s3-d{i % 5 + 1}-{i}" for i in range(4)]
+    assert all(p.id.startswith("arithmetic-s7-") for p in sp.eval) and len(sp.eval) == 3
+    # a range of the stream equals the same problems drawn as a prefix: 2-4 is 0-4's tail
+    tail = C.split(ap.parse_args(["--out", str(tmp_path), "--seed", "3", "--tune", "2-4",
+                                  "--eval", "4-6"]))
+    assert [p.question for p in tail.tune] == [p.question for p in sp.tune[2:]]
+
+
+def test_compare_two_proportions() -> None:
+    C = _load("cot_decoding.py").C
+    a, b = C.proportion(16, 30), C.proportion(11, 30)
+    got = C.compare(a, b)
+    assert got["value"] == pytest.approx(5 / 30) and got["lo"] < 0 < got["hi"]
+    assert 0.2 < got["fisher_p"] < 0.4 and (got["a"], got["b"]) == ("16/30", "11/30")

@@ -76,10 +76,16 @@ def test_demo_quick_tiny_writes_every_section(demo_run):
 def test_demo_key_figures_match_artifacts(demo_run):
     out, _, _ = demo_run
     figs = json.loads((out / "summary.json").read_text())["figures"]
-    direction = json.loads((out / "directions" / "direction.json").read_text())
-    assert figs["best_hook"] == direction["best_hook"]
+    # the tiny model's random weights write one-sentence traces: no within-trace contrast
+    assert "best_hook" not in figs and figs["primary_sweep"].startswith("not run")
+    assert not (out / "directions" / "direction.json").exists()
+    direction = json.loads((out / "directions" / "cot_vs_direct" / "direction.json").read_text())
+    assert figs["cot_vs_direct_best_hook"] == direction["best_hook"]
     best = next(m for m in direction["metrics"] if m["hook"] == direction["best_hook"])
-    assert figs["best_auroc"] == best["auroc"]
+    assert figs["cot_vs_direct_best_auroc"] == best["auroc"]
+    assert "by construction" in figs["cot_vs_direct_caveat"]
+    report = (out / "report.html").read_text()
+    assert "cot vs direct (second sweep)" in report and "by construction" in report
     feats = json.loads((out / "sae" / "features.json").read_text())
     scores = [f["score"] for f in feats["features"]]
     assert scores == sorted(scores, reverse=True) and figs["top_latent"] == feats["features"][0]["latent"]
@@ -171,3 +177,108 @@ def test_shipped_sae_matches_model_name(tmp_path, tiny):
     assert found == folder and folder.name in why
     none, why = shipped_sae(tiny, tmp_path / "absent")
     assert none is None and "does not exist" in why
+
+
+# --- the primary sweep: a label's sentences against the rest of the same cot traces -----
+
+_TEXTS = ("First, add {a} and {b}. Wait, let me check that again. So we get {c}. "
+          "Then take away {b}. Hmm, is that right? The answer is {a}.",
+          "We need the total of {a} and {b}. Let me think about the plan. {a} + {b} = {c}. "
+          "Let me verify: {c} - {b} = {a}. Therefore, the answer is {c}.")
+
+
+def _canned(model, prompt_ids, cfg, *, seeds=None, progress=False):
+    """A generate_fn writing multi-sentence reasoning (random weights write none)."""
+    from mechreason.model.generation import Generation
+    from mechreason.traces.sentences import decode_offsets
+
+    for i, _ in enumerate(prompt_ids):
+        a, b = 3 + i, 5 + 2 * i
+        text = _TEXTS[i % 2].format(a=a, b=b, c=a + b)
+        ids = model.encode(text, special=False)
+        yield i, Generation(ids, decode_offsets(model.tokenizer, ids)[0], "eos")
+
+
+@pytest.fixture(scope="module")
+def sentence_store(tmp_path_factory, tiny):
+    """cot and direct traces of 10 problems on the tiny model, every sentence labelled
+    `planted` or `other` at random (labels carry no information about the text), captured
+    at every layer."""
+    import random
+
+    from mechreason.activations import CaptureConfig, capture
+    from mechreason.model.generation import SamplingConfig
+    from mechreason.traces.run import read_traces, run_traces, write_traces
+    from mechreason.traces.tasks import make_problems
+
+    tmp = tmp_path_factory.mktemp("sentences")
+    probs = make_problems("arithmetic", 10, seed=0)
+    path = tmp / "traces.jsonl"
+    for style in ("cot", "direct"):
+        run_traces(tiny, probs, path, style=style, sampling=SamplingConfig(max_new_tokens=64),
+                   generate_fn=_canned)
+    recs, rng = read_traces(path), random.Random(0)
+    for r in recs:
+        tags = ["planted", "other"] + [rng.choice(["planted", "other"])
+                                       for _ in r["sentences"][2:]]
+        rng.shuffle(tags)
+        for s, t in zip(r["sentences"], tags):
+            s["labels"], s["behaviours"] = [t], []
+    write_traces(tmp / "relabelled.jsonl", recs)
+    cfg = CaptureConfig(hooks=("blocks.*.hook_resid_post",), positions="all")
+    return capture(tiny, tmp / "relabelled.jsonl", cfg, tmp / "acts", progress=False)
+
+
+def _sweep(groups, seed=0):
+    from mechreason.directions.methods import get_method
+    from mechreason.directions.sweep import layer_sweep
+
+    return layer_sweep(get_method("mean-diff"), groups, test_frac=0.3, seed=seed)
+
+
+def test_within_cot_contrast_shares_prompts_and_holds_problems_out_whole(sentence_store):
+    from mechreason.report.demo_stages import label_counts, within_cot_contrast
+
+    assert label_counts(sentence_store.items) == {"planted": 10, "other": 10}
+    cs = within_cot_contrast(sentence_store, "planted")
+    units = cs.a + cs.b
+    assert {u.keys["style"] for u in units} == {"cot"}  # one prompt style: no prompt contrast
+    assert all("planted" in u.keys["label"] for u in cs.a)
+    assert all("planted" not in u.keys["label"] for u in cs.b)
+    # every problem contributes to both groups: the two groups share every prompt
+    assert {u.problem for u in cs.a} == {u.problem for u in cs.b} and len({u.problem for u in cs.a}) == 10
+    res = _sweep([(h, *cs.groups(h)) for h in cs.hooks])
+    sp = res.split
+    for group, mask in ((cs.a, sp.test_a), (cs.b, sp.test_b)):  # held out whole, by problem
+        assert [u.problem in sp.test_ids for u in group] == mask.tolist()
+    assert sp.test_ids.isdisjoint(sp.train_ids)
+
+
+def test_primary_sweep_is_not_perfect_at_layer0_by_construction(sentence_store, tiny):
+    """Null: labels independent of the text give no perfect layer-0 separation, where the
+    cot-vs-direct contrast of the same traces is perfect at layer 0 from the prompt alone.
+    Planted: a direction added to one layer's `planted` sentences is found at that layer."""
+    import torch
+
+    from mechreason.directions.contrast import build_contrast
+    from mechreason.directions.methods import Group
+    from mechreason.report.demo_stages import within_cot_contrast
+
+    cs = within_cot_contrast(sentence_store, "planted")
+    groups = [(h, *cs.groups(h)) for h in cs.hooks]
+    null = _sweep(groups)
+    assert null.layers[0].sep.auroc < 1.0
+    assert all(r.sep.auroc < 1.0 for r in null.layers)
+    prompt = build_contrast([sentence_store], "style=cot:direct", "last-prompt")
+    by_prompt = _sweep([(h, *prompt.groups(h)) for h in prompt.hooks])
+    assert by_prompt.layers[0].sep.auroc == 1.0  # the old demo contrast: perfect at layer 0
+    target = tiny.n_layers - 2
+    u = torch.randn(tiny.d_model, generator=torch.Generator().manual_seed(1))
+    planted = []
+    for i, (h, a, b) in enumerate(groups):
+        if i == target:
+            a = Group(a.x + 3.0 * u * a.x.norm(dim=1).mean() / u.norm(), a.ids)
+        planted.append((h, a, b))
+    found = _sweep(planted)
+    assert found.best == target and found.layers[target].sep.auroc > 0.95
+    assert found.layers[0].sep.auroc == null.layers[0].sep.auroc  # untouched layers unchanged

@@ -150,7 +150,8 @@ def test_contrast_needs_both_styles(sae, store):
 
 def test_latent_contrast_interval_is_student_t():
     """Planted: group A's latent 0 sits 1.0 above B's; the interval is Welch's SE times
-    the t quantile at min(n) - 1 degrees of freedom (4.30 at n = 3, not 1.96)."""
+    the t quantile at the Welch-Satterthwaite df (here n_A - 1 = 2, as B has no variance:
+    4.30, not 1.96)."""
     from scipy.stats import t
 
     from mechreason.sae.features import latent_contrast

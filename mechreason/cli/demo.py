@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run the whole pipeline offline and write an HTML report",
         description="Procedural arithmetic tasks -> cot and direct traces -> activation "
-                    "capture -> cot-vs-direct direction with its layer sweep -> shipped SAE "
+                    "capture -> layer sweep of a label's sentences against the other sentences "
+                    "of the same cot traces, beside the cot-vs-direct sweep -> shipped SAE "
                     "features -> first-token steering with a random control -> thought "
                     "anchors for one trace -> RUN_DIR/report.html. Each stage is resumable: "
                     "re-running skips stages whose output exists.")

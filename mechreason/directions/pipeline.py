@@ -40,7 +40,13 @@ def compute_directions(cfg: DirectionsConfig) -> DirectionsResult:
     from mechreason.activations import ActivationStore
 
     stores = [ActivationStore(p) for p in cfg.acts]
-    cs = build_contrast(stores, cfg.contrast, cfg.aggregate, split_key=cfg.split_key)
+    return directions_from_contrast(
+        cfg, build_contrast(stores, cfg.contrast, cfg.aggregate, split_key=cfg.split_key))
+
+
+def directions_from_contrast(cfg: DirectionsConfig, cs: ContrastSet) -> DirectionsResult:
+    """:func:`compute_directions` on an already built (e.g. filtered) contrast set."""
+    stores = cs.stores
     hooks = list(cfg.hooks) or cs.hooks
     missing = [h for h in hooks if h not in cs.hooks]
     if missing:

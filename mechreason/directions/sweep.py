@@ -1,8 +1,10 @@
 """Directions, stage 3: the layer sweep, held-out separation of two groups per layer.
 
 For every captured hook, a direction is fitted on the training problems and the held-out
-problems' vectors are projected onto it. Separation is reported as AUROC (with a
-Hanley-McNeil 1982 95% interval, exact under their model at AUROC 1), balanced accuracy at the midpoint of the training
+problems' vectors are projected onto it. Separation is reported as AUROC (with a 95%
+interval: a stratified bootstrap of 1,000 resamples while either group has fewer than 30
+vectors, Hanley-McNeil 1982 from 30 up, and at AUROC 0 or 1 the exact bound under
+Hanley and McNeil's model), balanced accuracy at the midpoint of the training
 groups' mean projections, and Cohen's d (pooled SD). The chance control in the same
 table: the median and 95th percentile of the held-out AUROC of 100 seeded random
 directions (a residual stream is anisotropic, so a random direction can separate groups
@@ -30,6 +32,7 @@ from torch import Tensor
 
 from mechreason.directions.methods import Group, Method, check_groups
 from mechreason.errors import MechReasonError
+from mechreason.stats import NORMAL_MIN_N, Z95
 
 TIE_TOL = 1e-9
 N_RANDOM = 100
@@ -124,7 +127,31 @@ def auroc_interval(a: float, n_pos: int, n_neg: int) -> tuple[float, float]:
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
     se = math.sqrt(max(var, 0.0))
-    return max(0.0, a - 1.96 * se), min(1.0, a + 1.96 * se)
+    return max(0.0, a - Z95 * se), min(1.0, a + Z95 * se)
+
+
+def auroc_bootstrap(pos: Tensor, neg: Tensor, *, n_boot: int = 1000, seed: int = 0
+                    ) -> tuple[float, float]:
+    """95% percentile interval of the AUROC over ``n_boot`` stratified resamples (each
+    group resampled with replacement within itself), pairwise in one batch."""
+    g = torch.Generator().manual_seed(seed)
+    p = pos.double()[torch.randint(len(pos), (n_boot, len(pos)), generator=g)]  # (B, n_pos)
+    q = neg.double()[torch.randint(len(neg), (n_boot, len(neg)), generator=g)]  # (B, n_neg)
+    diff = p[:, :, None] - q[:, None, :]
+    stats = ((diff > 0).double() + 0.5 * (diff == 0).double()).mean((1, 2))
+    lo, hi = torch.quantile(stats, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return lo, hi
+
+
+def auroc_ci(pos: Tensor, neg: Tensor, *, seed: int = 0) -> tuple[float, float]:
+    """The AUROC's 95% interval valid at the sample size: at AUROC 0 or 1 the exact bound
+    (:func:`auroc_interval`; a bootstrap would give a zero-width interval there), below
+    :data:`~mechreason.stats.NORMAL_MIN_N` vectors in either group a stratified bootstrap
+    (the normal interval is too narrow there), else Hanley-McNeil."""
+    a = auroc(pos, neg)
+    if a in (0.0, 1.0) or min(len(pos), len(neg)) >= NORMAL_MIN_N:
+        return auroc_interval(a, len(pos), len(neg))
+    return auroc_bootstrap(pos, neg, seed=seed)
 
 
 def cohens_d(pos: Tensor, neg: Tensor) -> float:
@@ -143,7 +170,7 @@ def separation(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> Sep
     acc = 0.5 * (float((pos.double() > thr).double().mean())
                  + float((neg.double() <= thr).double().mean()))
     a = auroc(pos, neg)
-    lo, hi = auroc_interval(a, len(pos), len(neg))
+    lo, hi = auroc_ci(pos, neg)
     return Separation(a, lo, hi, acc, cohens_d(pos, neg))
 
 

@@ -1,7 +1,8 @@
 """Demo: the whole chain in one call, offline, stage by stage, each stage resumable.
 
-procedural tasks -> cot and direct traces -> capture -> cot-vs-direct direction with its
-layer sweep (Venhoff et al. 2025a) -> shipped SAE features ranked by CoT-minus-direct
+procedural tasks -> cot and direct traces -> capture -> layer sweep of a label direction
+within cot traces, whose groups share their prompts (Venhoff et al. 2025a), beside the
+cot-vs-direct direction's sweep (the steering vector) -> shipped SAE features ranked by CoT-minus-direct
 activation (He et al. 2026) -> first-token steering with a random control (He et al.
 2026) -> thought anchors for one trace (Bogdan et al. 2025) -> report.
 
@@ -36,6 +37,8 @@ MODULES = {"traces": "mechreason.traces.run", "acts": "mechreason.activations",
            "report": "mechreason.report.html"}
 DTYPES = ("float32", "float16", "bfloat16")
 SHIPPED_SAES = Path(__file__).resolve().parent.parent / "sae_checkpoints"
+COT_VS_DIRECT = "cot_vs_direct"
+"""Sub-directory of ``directions/`` holding the cot-vs-direct sweep (the steering vector)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -177,16 +180,51 @@ def stage_acts(run: _Run) -> dict[str, Any]:
 
 
 def stage_directions(run: _Run) -> dict[str, Any]:
-    from mechreason.directions.pipeline import DirectionsConfig, compute_directions, save_result
+    """The primary sweep (a label's sentences against the other sentences of the same cot
+    traces: both groups share their prompts) in ``directions/``; the cot-vs-direct sweep,
+    whose groups differ in their prompt text, in ``directions/cot_vs_direct/`` with its
+    caveat (the steering stage steers with that direction)."""
+    from mechreason.artifacts import write_json
+    from mechreason.activations import ActivationStore
+    from mechreason.report.demo_stages import COT_VS_DIRECT_CAVEAT, within_cot_contrast
+    from mechreason.directions.pipeline import (
+        DirectionsConfig,
+        compute_directions,
+        directions_from_contrast,
+        save_result,
+    )
 
-    cfg = DirectionsConfig(acts=(str(run.out / "acts"),), contrast="style=cot:direct",
-                           aggregate="last-prompt", seed=run.cfg.seed,
-                           min_problems=min(10, run.sizes.n_problems))
-    res = compute_directions(cfg)
-    save_result(run.out / "directions", cfg, res)
-    best = next(m for m in res.directions.metrics if m["hook"] == res.directions.best_hook)
-    return {"best_hook": best["hook"], "best_auroc": best["auroc"], "best_auroc_ci95": best["auroc_ci95"],
-            "random_auroc_at_best": best["random_auroc"]}
+    acts, out, figs = str(run.out / "acts"), run.out / "directions", {}
+    small = min(10, run.sizes.n_problems)
+    try:
+        cs = within_cot_contrast(ActivationStore(acts))
+    except MechReasonError as e:
+        primary = {"status": "not run", "reason": str(e)}
+        figs["primary_sweep"] = f"not run: {e}"
+    else:
+        cfg = DirectionsConfig(acts=(acts,), contrast=str(cs.spec), aggregate="sentence-start",
+                               seed=run.cfg.seed, min_problems=small)
+        res = directions_from_contrast(cfg, cs)
+        save_result(out, cfg, res)
+        c = cs.counts()
+        primary = {"status": "done", "contrast": f"{cs.spec} vs the other sentences of the same "
+                   f"cot traces (sentence starts; {c['A_problems']} problems, each in both groups)"}
+        figs |= _best_figures(res.directions, "") | {"primary_contrast": primary["contrast"]}
+    cfg2 = DirectionsConfig(acts=(acts,), contrast="style=cot:direct", aggregate="last-prompt",
+                            seed=run.cfg.seed, min_problems=small)
+    res2 = compute_directions(cfg2)
+    write_json(out / "sweeps.json", {"primary": primary, "cot_vs_direct": {
+        "caveat": COT_VS_DIRECT_CAVEAT, "dir": COT_VS_DIRECT}})
+    save_result(out / COT_VS_DIRECT, cfg2, res2)  # last: its file marks the stage done
+    return figs | _best_figures(res2.directions, "cot_vs_direct_") | {
+        "cot_vs_direct_caveat": COT_VS_DIRECT_CAVEAT}
+
+
+def _best_figures(ds: Any, prefix: str) -> dict[str, Any]:
+    best = next(m for m in ds.metrics if m["hook"] == ds.best_hook)
+    return {f"{prefix}best_hook": best["hook"], f"{prefix}best_auroc": best["auroc"],
+            f"{prefix}best_auroc_ci95": best["auroc_ci95"],
+            f"{prefix}random_auroc_at_best": best["random_auroc"]}
 
 
 def stage_sae(run: _Run) -> dict[str, Any]:
@@ -225,10 +263,10 @@ def stage_steering(run: _Run) -> dict[str, Any]:
     from mechreason.report.stages import arms_as_dose_response
     from mechreason.steering.experiment import SteerConfig, run_experiment
 
-    ds = load_direction(run.out / "directions")
+    ds = load_direction(run.out / "directions" / COT_VS_DIRECT)
     hook = steering_hook(ds.metrics, run.model.n_layers)
     sz = run.sizes
-    cfg = SteerConfig(model=run.cfg.model, vector=str(run.out / "directions"), hook=hook,
+    cfg = SteerConfig(model=run.cfg.model, vector=str(run.out / "directions" / COT_VS_DIRECT), hook=hook,
                       alphas=tuple(c for c in sz.coefs if c != 0), positions="first",
                       n=sz.steer_prompts, style="direct", max_new_tokens=sz.steer_tokens,
                       seed=run.cfg.seed, batch_size=8, kl_texts=min(8, sz.steer_prompts))
@@ -315,7 +353,8 @@ class _Skip(Exception):
 STAGES: dict[str, Callable[[_Run], dict[str, Any]]] = {
     "traces": stage_traces, "acts": stage_acts, "directions": stage_directions, "sae": stage_sae,
     "steering": stage_steering, "anchors": stage_anchors, "report": stage_report}
-DONE_FILE = {"traces": "traces/traces.jsonl", "acts": "acts/cfg.json", "directions": "directions/direction.json",
+DONE_FILE = {"traces": "traces/traces.jsonl", "acts": "acts/cfg.json",
+             "directions": "directions/cot_vs_direct/direction.json",
              "sae": "sae/features.json", "steering": "steering/summary.json", "anchors": "anchors/table.json"}
 
 

@@ -1,10 +1,16 @@
-"""Demo SAE stage built on the SAE modules: ranking latents by CoT-minus-direct
-activation with per-trace intervals and token-level examples (He et al. 2026,
-"reasoning as a latent mode"; cf. ReasonScore, Galichin et al. 2025), checked on a
-held-out half by :func:`mechreason.sae.features.contrast_scores`.
+"""Demo stages built on the stage modules.
 
-Writes ``sae/features.json``, which :mod:`mechreason.report.stages` reads (schema in
-docs/report.md).
+Directions: a contrast whose two groups share their prompts, so its layer sweep can
+locate something: sentences of one behaviour label against the other sentences of the
+same cot traces (Venhoff et al. 2025a's label-vs-rest at sentence starts), split by
+problem. The cot-vs-direct contrast at the last prompt token is kept as a second sweep
+(the steering stage steers with it), with :data:`COT_VS_DIRECT_CAVEAT` beside it.
+
+SAE: ranking latents by CoT-minus-direct activation with per-trace intervals and
+token-level examples (He et al. 2026, "reasoning as a latent mode"; cf. ReasonScore,
+Galichin et al. 2025), checked on a held-out half by
+:func:`mechreason.sae.features.contrast_scores`. Writes ``sae/features.json``, which
+:mod:`mechreason.report.stages` reads (schema in docs/report.md).
 """
 
 from __future__ import annotations
@@ -20,6 +26,57 @@ from mechreason.artifacts import artifact_path, write_json, write_meta
 from mechreason.errors import MechReasonError
 
 log = logging.getLogger(__name__)
+
+
+# --- directions: a contrast whose groups share their prompts ---------------------
+
+COT_VS_DIRECT_CAVEAT = (
+    "cot and direct prompts differ in their text, so at the last prompt token the two "
+    "groups separate at every layer from layer 0 on (AUROC 1 by construction): this sweep "
+    "reads the instruction and locates nothing; the steering stage tests what its "
+    "direction does")
+
+
+def label_counts(items: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Per sentence tag: how many problems' cot traces have sentences both with and
+    without it (the problems a within-trace contrast of that tag can use)."""
+    out: dict[str, int] = {}
+    for it in items:
+        if it.get("style") != "cot":
+            continue
+        tags = [set(a) | set(b) for a, b in zip(it.get("sentence_labels") or [],
+                                                 it.get("sentence_behaviours") or [])]
+        for t in set().union(*tags) if tags else ():
+            if any(t not in s for s in tags):
+                out[t] = out.get(t, 0) + 1
+    return out
+
+
+def within_cot_contrast(store: Any, label: str | None = None) -> Any:
+    """Sentences carrying ``label`` against the other sentences of the same cot traces
+    (sentence-start windows), keeping only problems whose trace has both, so every
+    problem contributes to both groups and the groups share their prompts. ``label``
+    None: the tag usable on the most problems (:func:`label_counts`; ties to the name),
+    chosen from label counts only, never from activations."""
+    import dataclasses
+
+    from mechreason.directions.contrast import build_contrast
+
+    counts = label_counts(store.items)
+    if label is None:
+        if not counts:
+            raise MechReasonError("no cot trace has sentences both with and without a label "
+                                  "(traces of one sentence, or one label throughout)")
+        label = min(counts, key=lambda t: (-counts[t], t))
+    cs = build_contrast([store], f"label={label}", "sentence-start")
+    a = [u for u in cs.a if u.keys.get("style") == "cot"]
+    b = [u for u in cs.b if u.keys.get("style") == "cot"]
+    both = {u.problem for u in a} & {u.problem for u in b}
+    if len(both) < 2:
+        raise MechReasonError(f"label {label!r}: {len(both)} problem(s) have cot sentences "
+                              "with and without it; a held-out split needs at least 2")
+    return dataclasses.replace(cs, a=[u for u in a if u.problem in both],
+                               b=[u for u in b if u.problem in both])
 
 
 # --- SAE features ---------------------------------------------------------------

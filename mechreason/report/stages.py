@@ -46,7 +46,8 @@ STAGES: dict[str, StageFiles] = {
                          required=("traces.jsonl",)),
     "acts": StageFiles(title="Captured activations", dirs=("acts",), required=("cfg.json",)),
     "directions": StageFiles(title="Direction and layer sweep", dirs=("directions",),
-                             required=("direction.json",), optional=("meta.json",)),
+                             required=("direction.json|cot_vs_direct/direction.json",),
+                             optional=("meta.json", "sweeps.json")),
     "sae": StageFiles(title="SAE reasoning features", dirs=("sae", "features"),
                       required=("features.json|ranking.json",), optional=("training.json",)),
     "steering": StageFiles(title="First-token steering", dirs=("steering",),
@@ -164,6 +165,24 @@ def _layer(hook: str, fallback: int) -> int:
 
 
 def read_directions(sec: Section, root: Path) -> None:
+    """The primary sweep (``direction.json``), then the demo's cot-vs-direct sweep
+    (``cot_vs_direct/``) with the caveat from ``sweeps.json`` printed beside it."""
+    sweeps = read_json_file(root / "sweeps.json") if (root / "sweeps.json").is_file() else {}
+    primary = sweeps.get("primary") or {}
+    if (root / "direction.json").is_file():
+        _read_sweep(sec, root, note=str(primary.get("contrast", "")))
+    else:
+        sec.numbers.append(Number(name="primary sweep", value=primary.get("status", "missing"),
+                                  note=str(primary.get("reason", ""))))
+    second = root / "cot_vs_direct"
+    if (second / "direction.json").is_file():
+        caveat = str((sweeps.get("cot_vs_direct") or {}).get("caveat", ""))
+        _read_sweep(sec, second, prefix="cot vs direct (second sweep): ", note=caveat)
+        sec.numbers.append(Number(name="cot vs direct: caveat", value="by construction",
+                                  note=caveat))
+
+
+def _read_sweep(sec: Section, root: Path, *, prefix: str = "", note: str = "") -> None:
     d = read_json_file(root / "direction.json")
     rows = d.get("metrics") or []
     if not rows:
@@ -175,18 +194,20 @@ def read_directions(sec: Section, root: Path) -> None:
     best_row = next((r for r in rows if r["hook"] == best), None)
     sec.figures.append(plots.layer_sweep(
         layers, series, best_layer=_layer(best, 0) if best_row else None,
-        title=f"{d.get('method', '')} direction {d.get('contrast', '')}: held-out separation by layer"))
+        title=f"{prefix}{d.get('method', '')} direction {d.get('contrast', '')}: held-out separation by layer"))
     if best_row:
         ci = best_row.get("auroc_ci95") or [None, None]
-        sec.numbers += [Number(name=f"best hook ({d.get('best_rule', '')})", value=best),
-                        Number(name="held-out AUROC at best hook", value=best_row["auroc"],
+        sec.numbers += [Number(name=f"{prefix}best hook ({d.get('best_rule', '')})", value=best, note=note),
+                        Number(name=f"{prefix}held-out AUROC at best hook", value=best_row["auroc"],
                                lo=ci[0], hi=ci[1], note="95%"),
-                        Number(name="random-direction AUROC at best hook (control)",
+                        Number(name=f"{prefix}random-direction AUROC at best hook (control)",
                                value=best_row.get("random_auroc")),
-                        Number(name="held-out accuracy at best hook", value=best_row.get("accuracy")),
-                        Number(name="Cohen's d at best hook", value=best_row.get("cohens_d"))]
-    sec.numbers.append(Number(name="vectors / problems per group", value=json.dumps(d.get("counts", {}))))
-    sec.config = {k: d.get(k) for k in ("method", "contrast", "aggregate", "groups", "model")}
+                        Number(name=f"{prefix}held-out accuracy at best hook", value=best_row.get("accuracy")),
+                        Number(name=f"{prefix}Cohen's d at best hook", value=best_row.get("cohens_d"))]
+    sec.numbers.append(Number(name=f"{prefix}vectors / problems per group",
+                              value=json.dumps(d.get("counts", {}))))
+    if not sec.config:
+        sec.config = {k: d.get(k) for k in ("method", "contrast", "aggregate", "groups", "model")}
 
 
 def ranking_as_features(r: dict[str, Any]) -> dict[str, Any]:

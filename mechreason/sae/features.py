@@ -50,20 +50,31 @@ class LatentContrast(NamedTuple):
 
     diff: Tensor
     """(d_sae,) mean over A's units minus mean over B's."""
-    se: Tensor
-    """(d_sae,) Welch standard error of ``diff`` (0 where a group has one unit)."""
-    df: int
-    """Conservative degrees of freedom for a t interval: min(n_A, n_B) - 1."""
+    var_a: Tensor
+    """(d_sae,) per-latent sample variance over A's units (0 with one unit)."""
+    var_b: Tensor
+    """The same over B's units."""
+    n_a: int
+    n_b: int
+
+    @property
+    def se(self) -> Tensor:
+        """(d_sae,) Welch standard error of ``diff``."""
+        return (self.var_a / self.n_a + self.var_b / self.n_b).sqrt()
 
     def order(self, top: int) -> list[int]:
         """The ``top`` latents by ``diff``, best first."""
         return self.diff.argsort(descending=True)[:top].tolist()
 
     def interval(self, latent: int, level: float = 0.95) -> tuple[float, float]:
-        """Student-t interval of one latent's ``diff`` (at ``df``; valid at small n)."""
-        from scipy.stats import t
+        """Student-t interval of one latent's ``diff`` at its Welch-Satterthwaite degrees
+        of freedom (valid at small n; NaN with fewer than two units in a group)."""
+        from mechreason.stats import t_quantile, welch_df
 
-        q = float(t.ppf(0.5 + level / 2, max(self.df, 1)))
+        if min(self.n_a, self.n_b) < 2:
+            return math.nan, math.nan
+        va, vb = float(self.var_a[latent]), float(self.var_b[latent])
+        q = t_quantile(welch_df(va, self.n_a, vb, self.n_b), level)
         d, e = float(self.diff[latent]), float(self.se[latent])
         return d - q * e, d + q * e
 
@@ -78,11 +89,10 @@ def latent_contrast(codes_a: Float[Tensor, "n_a d_sae"], codes_b: Float[Tensor, 
         raise MechReasonError("a latent contrast needs at least one unit in each group")
     a, b = codes_a.float(), codes_b.float()
 
-    def var_over_n(x: Tensor) -> Tensor:
-        return x.var(0, unbiased=True) / len(x) if len(x) > 1 else torch.zeros(x.shape[1])
+    def var(x: Tensor) -> Tensor:
+        return x.var(0, unbiased=True) if len(x) > 1 else torch.zeros(x.shape[1])
 
-    se = (var_over_n(a) + var_over_n(b)).sqrt()
-    return LatentContrast(a.mean(0) - b.mean(0), se, min(len(a), len(b)) - 1)
+    return LatentContrast(a.mean(0) - b.mean(0), var(a), var(b), len(a), len(b))
 
 
 @torch.no_grad()
