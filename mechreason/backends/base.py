@@ -58,7 +58,8 @@ class Completion(NamedTuple):
     """``eos``, ``stop`` (a stop string of :attr:`SamplingConfig.stop`) or ``length``."""
     logprobs: list[float] | None = None
     """With ``logprobs=True``: the log-probability of each token of ``ids`` under the
-    distribution it was drawn from (after temperature; before top-p truncation)."""
+    model's own next-token distribution (log-softmax of the logits: no temperature, no
+    top-p), as vLLM's default ``raw_logprobs`` reports it."""
 
 
 class HooksUnavailable(MechReasonError):
@@ -73,6 +74,9 @@ class GenerationBackend(abc.ABC):
     """The backend's name, one of :data:`BACKENDS`."""
     hooks: bool = False
     """True when hooks registered on the model fire during :meth:`generate`."""
+    chunk: int | None = None
+    """Requests per :meth:`generate` call that keep the backend busy (callers that save
+    as they go split their work in calls of this size); None: ``cfg.batch_size``."""
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[Request], cfg: SamplingConfig, *,

@@ -50,11 +50,15 @@ _EXPORT_VERSION = 1  # bump when the directory layout changes
 
 
 def vllm_python() -> Path | None:
-    """The Python of vLLM's environment, or None when it is not set up."""
-    if env := os.environ.get(PYTHON_ENV):
-        return Path(env) if Path(env).is_file() else None
-    here = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
-    return here if here.is_file() else None
+    """The Python of vLLM's environment, or None when it is not set up (no such
+    interpreter, or vLLM not importable by it)."""
+    env = os.environ.get(PYTHON_ENV)
+    py = Path(env) if env else Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+    if not py.is_file():
+        return None
+    probe = "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"
+    ok = subprocess.run([str(py), "-I", "-c", probe], capture_output=True).returncode == 0
+    return py if ok else None
 
 
 def require_python() -> Path:
@@ -125,6 +129,7 @@ class VLLMBackend(GenerationBackend):
 
     name = "vllm"
     hooks = False
+    chunk = 256  # vLLM schedules its own batches; big calls keep it full
 
     def __init__(self, model: Model, *, dtype: str = "float32", enforce_eager: bool = True,
                  max_model_len: int = 2048, max_num_seqs: int = 64, check: bool = True,
