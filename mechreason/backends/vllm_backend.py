@@ -124,7 +124,15 @@ class VLLMBackend(GenerationBackend):
         dtype: vLLM's compute dtype (``float32`` matches our engine; ``bfloat16`` is faster).
         enforce_eager: skip torch.compile and graph capture (faster start, see docs/gpu.md).
         max_model_len: longest prompt + continuation.
+        max_num_seqs: requests vLLM decodes together.
         check: run the smoke test at start.
+        single_process: vLLM's engine core and worker in the worker process
+            (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, executor ``uni``). On a 2-core machine
+            its default, a busy-spinning engine-core process beside the compute process,
+            took 111 s to start and decoded 15 tokens/s where this took 32 s and 78
+            (docs/gpu.md); on a GPU machine with cores to spare either works.
+        cache: where exported model directories live (default: the model cache).
+        model_dir: use this directory instead of exporting one (it must be ``model``'s).
     """
 
     name = "vllm"
@@ -133,16 +141,17 @@ class VLLMBackend(GenerationBackend):
 
     def __init__(self, model: Model, *, dtype: str = "float32", enforce_eager: bool = True,
                  max_model_len: int = 2048, max_num_seqs: int = 64, check: bool = True,
-                 cache: str | os.PathLike[str] | None = None):
+                 single_process: bool = True, cache: str | os.PathLike[str] | None = None,
+                 model_dir: str | os.PathLike[str] | None = None):
         python = require_python()
         self.model = model
-        self.model_dir = export_model_dir(model, cache)
+        self.model_dir = Path(model_dir) if model_dir else export_model_dir(model, cache)
         self.version = ""
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (open while the worker runs)
             prefix="mechreason-vllm-", suffix=".log", delete=False)
         settings = {"model_dir": str(self.model_dir), "dtype": dtype,
                     "enforce_eager": enforce_eager, "max_model_len": max_model_len,
-                    "max_num_seqs": max_num_seqs}
+                    "max_num_seqs": max_num_seqs, "single_process": single_process}
         log.info("starting vLLM on %s (log: %s)", self.model_dir, self._log.name)
         self._proc: subprocess.Popen[str] | None = subprocess.Popen(
             [str(python), "-I", str(_WORKER), json.dumps(settings)], stdin=subprocess.PIPE,

