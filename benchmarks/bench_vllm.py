@@ -1,8 +1,9 @@
 """B7 (DESIGN section 10): thought-anchor rollouts through the vLLM backend / our engine.
 
-The rollouts of B4's trace (the greedy CoT of its question, cut to its first sentences):
-R per sentence from the prefix before it, temperature 0.6, top-p 0.95, a length cap and
-early stop once the answer is out. Ours here is vLLM: :func:`backend_rollouts` through
+B4's rollouts (B4's trace, the greedy CoT of its question cut to its first sentences;
+R = 8 per sentence from the prefix before it, temperature 0.6, top-p 0.95, a cap of 32
+new tokens, early stop once the answer is out; R = 16 with a cap of 64 did not finish
+in 30 minutes on this shared machine). Ours here is vLLM: :func:`backend_rollouts` through
 :class:`~mechreason.backends.vllm_backend.VLLMBackend` (float32, prefix caching, one
 request and seed per rollout, the stop applied afterwards). The baseline is our engine's
 :func:`batched_rollouts` (one shared prefill, 32 rows, early stop), the B4 winner. The
@@ -20,8 +21,8 @@ import time
 from benchmarks.harness import Figure, figure, interleaved
 
 FIGURES = ["B7"]
-R = int(os.environ.get("MECHREASON_B7_R", "16"))
-CAP = int(os.environ.get("MECHREASON_B7_CAP", "64"))
+R = int(os.environ.get("MECHREASON_B7_R", "8"))
+CAP = int(os.environ.get("MECHREASON_B7_CAP", "32"))
 REPEATS = 5
 
 

@@ -176,3 +176,35 @@ def test_vllm_backend_without_its_environment(tmp_path, capsys, monkeypatch):
                "--out", str(tmp_path / "t.jsonl")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "setup.sh --with-vllm" in err and len(err.splitlines()) == 1
+
+
+class _Elsewhere(EngineBackend):
+    """Our engine under another name and without hooks: what the resume and hook
+    checks see of any other backend (real generation, nothing mocked)."""
+
+    name = "elsewhere"
+    hooks = False
+
+
+def test_a_rollouts_directory_keeps_its_backend(tiny, tmp_path):
+    from mechreason.anchors.embed import fallback_extract, fallback_grade
+    from mechreason.anchors.resampling import ResampleConfig, run_rollouts
+
+    trace = make_trace(tiny)
+    cfg = ResampleConfig(rollouts=1, max_new_tokens=4, forced=False)
+    kw = dict(extract=fallback_extract, grade=fallback_grade)
+    first = run_rollouts(tiny, trace, cfg, tmp_path, backend=_Elsewhere(tiny), **kw)
+    assert len(first) == trace.n
+    assert run_rollouts(tiny, trace, cfg, tmp_path, backend=_Elsewhere(tiny), **kw) == first
+    with pytest.raises(MechReasonError, match="backend"):
+        run_rollouts(tiny, trace, cfg, tmp_path, **kw)
+
+
+def test_white_box_methods_refused_on_a_backend_without_hooks(tiny, tmp_path):
+    from mechreason.anchors.analysis import AnchorsConfig, analyze
+
+    trace = make_trace(tiny)
+    with pytest.raises(HooksUnavailable, match="'suppression' needs hooks"):
+        analyze(tiny, [trace], AnchorsConfig(methods=("resample", "suppression")), tmp_path,
+                backend=_Elsewhere(tiny))
+    assert not (tmp_path / "rollouts.jsonl").exists()

@@ -75,11 +75,13 @@ def export_model_dir(model: Model, cache: str | os.PathLike[str] | None = None) 
     """A plain HF directory of ``model`` that vLLM loads: config with ``architectures``,
     float32 safetensors with the input embedding under ``model.embed_tokens.weight``
     (the tied ``lm_head.weight`` dropped), generation config and tokenizer. Written once
-    per weights hash (atomically) under ``cache`` (default: the model cache)."""
+    per weights hash and load dtype (atomically) under ``cache`` (default: the model
+    cache)."""
     from mechreason.models import cache_root
 
     root = Path(cache) if cache else cache_root() / "vllm"
-    target = root / f"{model.weights_hash[:24]}-v{_EXPORT_VERSION}"
+    dtype = str(model.dtype).removeprefix("torch.")  # a bfloat16 load exports rounded weights
+    target = root / f"{model.weights_hash[:24]}-{dtype}-v{_EXPORT_VERSION}"
     if (target / "model.safetensors").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
