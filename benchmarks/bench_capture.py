@@ -123,11 +123,11 @@ def run(ids: list[str]) -> list[Figure]:
 
 def _saelens_arm(scratch: Path, toks):
     """The random model saved as an HF folder for SAELens to load, and its runner arm."""
-    from mechreason.model.tiny import _tiny_tokenizer, tiny_random
+    from mechreason.model.tiny import tiny_random, tiny_tokenizer
     from mechreason.model.weights import RANDOM_CONFIGS, cache_root
 
     plain, _, _ = tiny_random(0, cache_root(), RANDOM_CONFIGS["smollm2-135m-instruct"])
     model_dir = scratch / "model"
     plain.save_pretrained(model_dir)
-    _tiny_tokenizer(cache_root()).save_pretrained(model_dir)
+    tiny_tokenizer(cache_root()).save_pretrained(model_dir)
     return _saelens_runner(model_dir, toks, 15, scratch)

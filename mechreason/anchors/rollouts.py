@@ -31,6 +31,7 @@ from mechreason.model.engine import SamplingConfig
 if TYPE_CHECKING:
     import torch
 
+    from mechreason.backends.base import GenerationBackend
     from mechreason.model.loading import Model
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,44 @@ def naive_rollouts(model: Model, ids: Sequence[int], jobs: Sequence[Job], cfg: S
     for job in jobs:
         state = engine.prefill(model, [list(ids[:job.prefix_len])])
         yield from _decode(model, state, _Rows([job]), cfg, eos, stop)
+
+
+def backend_rollouts(model: Model, backend: GenerationBackend, ids: Sequence[int],
+                     jobs: Sequence[Job], cfg: SamplingConfig, *,
+                     stop: StopFn | None = None) -> Iterator[tuple[Job, list[int]]]:
+    """The same rollouts through a black-box generation backend (e.g. vLLM): each job
+    is one request, its prompt the trace's first ``prefix_len`` tokens plus its forced
+    tokens, its seed the job's. ``stop`` cannot run inside the backend, so each rollout
+    is cut afterwards at the first token where :func:`batched_rollouts` would have
+    stopped (the tokens before it do not depend on what follows). Same seeds, another
+    sampler: the tokens agree with :func:`batched_rollouts` in distribution, not one
+    by one."""
+    from mechreason.backends.base import Request
+
+    _check_jobs(ids, jobs)
+    eos = set(model.eos_ids)
+    ordered = sorted(jobs, key=lambda j: (j.prefix_len, j.key))  # neighbours share prefixes
+    step = backend.chunk or cfg.batch_size
+    for start in range(0, len(ordered), step):
+        batch = ordered[start:start + step]
+        caps = [(j.max_new_tokens or cfg.max_new_tokens) - len(j.forced) for j in batch]
+        ask = [(j, Request((*ids[:j.prefix_len], *j.forced), j.seed, c))
+               for j, c in zip(batch, caps) if c >= 1]
+        for j in batch:  # all forced, nothing to sample
+            if (j.max_new_tokens or cfg.max_new_tokens) <= len(j.forced):
+                yield j, list(j.forced[:j.max_new_tokens or cfg.max_new_tokens])
+        got = backend.generate([r for _, r in ask], cfg)
+        for (job, _), c in zip(ask, got):
+            yield job, _cut(job, [*job.forced, *c.ids], cfg, eos, stop)
+
+
+def _cut(job: Job, toks: list[int], cfg: SamplingConfig, eos: set[int],
+         stop: StopFn | None) -> list[int]:
+    """``toks`` up to the first token where the decode loop would have stopped."""
+    for k in range(len(job.forced) + 1, len(toks) + 1):
+        if _done(job, toks[:k], cfg, eos, stop):
+            return toks[:k]
+    return toks
 
 
 def _check_jobs(ids: Sequence[int], jobs: Sequence[Job]) -> None:

@@ -27,6 +27,10 @@ from mechreason.errors import MechReasonError
 
 INTERRUPTED = 130
 """Exit code after Ctrl-C (128 + SIGINT), as shells report it."""
+BACKENDS = ("hf", "transformer-lens", "vllm")
+BLACK_BOX = ("anchors", "traces")
+"""Commands whose generation may run on vLLM (``--backend vllm``); the others need
+hooks on the model, which vLLM cannot carry."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "steering, thought anchors and reports.")
     parser.add_argument("--version", action="version", version=f"mechreason {__version__}")
     _verbosity_flags(parser, default=0)
-    parser.add_argument("--backend", choices=["hf", "transformer-lens"], default=None,
-                        help="how hooks attach: hf (default; torch hooks on the unmodified HF "
-                             "model) or transformer-lens (TransformerLens's Bridge)")
+    _backend_flag(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
@@ -47,7 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(sub)
     for p in sub.choices.values():  # the same flags after the subcommand
         _verbosity_flags(p, default=argparse.SUPPRESS)
+        _backend_flag(p, default=argparse.SUPPRESS)
     return parser
+
+
+def _backend_flag(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument("--backend", choices=BACKENDS, default=default,
+                   help="hf (default; torch hooks on the unmodified HF model), transformer-lens "
+                        "(TransformerLens's Bridge), or vllm (black-box generation of "
+                        f"{' and '.join(BLACK_BOX)} on vLLM, in its own environment: "
+                        "scripts/setup.sh --with-vllm)")
 
 
 def _verbosity_flags(p: argparse.ArgumentParser, default: object) -> None:
@@ -76,11 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.filter_upstream_warnings()
     if not progress.live():
         progress.quiet_upstream_bars()
-    if args.backend:  # every load_model of this process
-        os.environ["MECHREASON_BACKEND"] = args.backend
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.backend == "vllm" and args.command not in BLACK_BOX:
+        return _fail(f"mechreason {args.command}",
+                     f"--backend vllm serves black-box generation only ({', '.join(BLACK_BOX)}); "
+                     f"{args.command} needs hooks on the model: run it without --backend vllm")
+    if args.backend and args.backend != "vllm":  # every load_model of this process
+        os.environ["MECHREASON_BACKEND"] = args.backend
     return _run(args)
 
 

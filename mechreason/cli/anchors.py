@@ -5,6 +5,7 @@ receiver heads, attention suppression; Bogdan et al. 2025). A thin shell over
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from mechreason.cli._args import nonneg_int, positive_int
 
@@ -20,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=nonneg_int, default=0, help="which trace to analyse (default 0)")
     p.add_argument("--rollouts", type=positive_int, default=16,
                    help="rollouts per sentence (default 16)")
-    p.add_argument("--methods", default="resample,receivers,suppression",
-                   help="comma-separated subset of resample,receivers,suppression")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of resample,receivers,suppression (default: "
+                        "all three; resample with --backend vllm, whose rollouts it runs)")
     p.add_argument("--out", required=True, help="output directory (re-running resumes)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="rollout length cap")
     p.add_argument("--batch-size", type=positive_int, default=32, help="rollouts per batch")
@@ -46,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.traces.run import read_traces
     from mechreason.validate import check_device, check_model_name
 
+    vllm = args.backend == "vllm"
+    methods = args.methods or ("resample" if vllm else "resample,receivers,suppression")
     cfg = AnchorsConfig(
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         index=args.index, receiver_traces=args.receiver_traces,
         resample=ResampleConfig(rollouts=args.rollouts, max_new_tokens=args.max_new_tokens,
                                 batch_size=args.batch_size, forced=not args.no_forced,
@@ -57,9 +61,22 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     check_out_dir(args.out)
     read_traces(args.traces)  # a missing, binary or malformed file fails before the model loads
-    with output_lock(args.out):
+    if vllm:
+        from mechreason.backends.base import require_hooks
+        from mechreason.backends.vllm_backend import require_python
+
+        for m in ("receivers", "suppression"):
+            if m in cfg.methods:
+                require_hooks("vllm", f"method {m!r}")
+        require_python()
+    with output_lock(args.out), contextlib.ExitStack() as stack:
         model = load_model(args.model or DEFAULT_MODEL, device=args.device)
         traces = load_traces(model, args.traces)
-        summary = analyze(model, traces, cfg, args.out, progress=True)
+        backend = None
+        if vllm:
+            from mechreason.backends.vllm_backend import VLLMBackend
+
+            backend = stack.enter_context(VLLMBackend(model))
+        summary = analyze(model, traces, cfg, args.out, progress=True, backend=backend)
     print(json.dumps({"out": args.out, **summary}, indent=1, default=str)[:4000])
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from mechreason.cli._args import nonneg_int, positive_int, probability, temperature
@@ -35,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-tail", action="store_true",
                    help="drop an unterminated last sentence (Thought Anchors' choice)")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="the model's dtype (and vLLM's, with --backend vllm)")
     p.set_defaults(func=run)
 
 
@@ -54,16 +56,28 @@ def run(args: argparse.Namespace) -> int:
     check_model_name(args.model or DEFAULT_MODEL)
     check_device(args.device)
     check_out_file(args.out)
+    if args.backend == "vllm":
+        from mechreason.backends.vllm_backend import require_python
+
+        require_python()
     style = get_style(args.style)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
     problems = make_problems(args.task, args.n, seed=args.seed, difficulty=args.difficulty,
                              data_file=args.data_file)
-    with output_lock(args.out, is_dir=False):
+    with output_lock(args.out, is_dir=False), contextlib.ExitStack() as stack:
         model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
         labeller = get_labeller(args.labeller, model)
+        kw = {}
+        if args.backend == "vllm":
+            from mechreason.backends.vllm_backend import VLLMBackend
+            from mechreason.model.generation import iter_generate_via
+
+            backend = stack.enter_context(VLLMBackend(model, dtype=args.dtype))
+            kw["generate_fn"] = iter_generate_via(backend)
         records = run_traces(model, problems, args.out, style=style.name, sampling=sampling,
-                             labeller=labeller, keep_tail=not args.drop_tail, progress=True)
+                             labeller=labeller, keep_tail=not args.drop_tail, progress=True,
+                             **kw)
     print(f"{len(records)} traces in {args.out}")
     print(format_summary(summarize(records)))
     print(format_summary(summarize(records, by=("style",))))

@@ -24,9 +24,11 @@ from mechreason.model.engine import SamplingConfig, nucleus_drop
 if TYPE_CHECKING:
     import torch
 
+    from mechreason.backends.base import Completion, GenerationBackend
     from mechreason.model.loading import Model
 
-__all__ = ["Generation", "SamplingConfig", "decode", "generate", "iter_generate", "nucleus_drop"]
+__all__ = ["Generation", "SamplingConfig", "decode", "generate", "iter_generate", "iter_generate_via",
+           "nucleus_drop"]
 
 
 class Generation(NamedTuple):
@@ -105,6 +107,40 @@ def _generate_batch(model: Model, rows: list[list[int]], seeds: list[int],
         out[row] = toks[:-1] if reason[row] == "eos" else toks
     return [Generation(o, decode(model, o), r, probs[i][:len(o)] if top2 else None)
             for i, (o, r) in enumerate(zip(out, reason))]
+
+def iter_generate_via(backend: GenerationBackend):
+    """:func:`iter_generate` served by a generation backend (``mechreason.backends``):
+    the same signature, for ``run_traces(generate_fn=...)``. Each prompt's seed is its
+    row's seed, as in :func:`iter_generate`; results come per backend call."""
+    from mechreason.backends.base import Request
+    from mechreason.progress import bar
+
+    def gen(model: Model, prompt_ids: Sequence[Sequence[int]], cfg: SamplingConfig, *,
+            seeds: Sequence[int] | None = None, progress: bool = False,
+            top2: bool = False) -> Iterator[tuple[int, Generation]]:
+        if top2:
+            raise MechReasonError(f"top-2 probabilities are not served by the {backend.name!r} "
+                                  "backend; use mechreason's own engine")
+        if seeds is not None and len(seeds) != len(prompt_ids):
+            raise MechReasonError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts")
+        row_seeds = list(seeds) if seeds is not None else [cfg.seed + i for i in range(len(prompt_ids))]
+        reqs = [Request(tuple(p), s) for p, s in zip(prompt_ids, row_seeds)]
+        step = backend.chunk or cfg.batch_size
+        with bar("generate", len(reqs), unit="seq", enabled=progress) as shown:
+            for s in range(0, len(reqs), step):
+                for i, c in enumerate(backend.generate(reqs[s:s + step], cfg), start=s):
+                    yield i, as_generation(model, c)
+                shown.update(min(step, len(reqs) - s))
+
+    return gen
+
+
+def as_generation(model: Model, c: Completion) -> Generation:
+    """A backend's :class:`~mechreason.backends.base.Completion` as a :class:`Generation`
+    (the EOS token dropped from ``ids``, the text decoded)."""
+    ids = c.ids[:-1] if c.finish_reason == "eos" else list(c.ids)
+    return Generation(ids, decode(model, ids), c.finish_reason)
+
 
 def decode(model: Model, ids: Sequence[int]) -> str:
     """Token ids to text with special tokens kept and no clean-up (offset-exact)."""

@@ -29,7 +29,7 @@ _TINY_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def _tiny_tokenizer(cache: Path) -> PreTrainedTokenizerBase:
+def tiny_tokenizer(cache: Path) -> PreTrainedTokenizerBase:
     """A byte-level tokenizer (one token per byte, five specials, a chat template),
     saved once to the cache so it loads like any pretrained tokenizer."""
     from transformers import AutoTokenizer
@@ -61,7 +61,7 @@ def tiny_random(seed: int, cache: Path, config: dict[str, Any] | None = None,
     import transformers
 
     config_cls, model_cls = TINY_FAMILIES[family]
-    tok = _tiny_tokenizer(cache)
+    tok = tiny_tokenizer(cache)
     kw = {"vocab_size": len(tok), **(config or TINY_CONFIG)}
     cfg = getattr(transformers, config_cls)(bos_token_id=tok.bos_token_id,
                                             eos_token_id=tok.eos_token_id,

@@ -184,15 +184,15 @@ def stage_directions(run: _Run) -> dict[str, Any]:
     traces: both groups share their prompts) in ``directions/``; the cot-vs-direct sweep,
     whose groups differ in their prompt text, in ``directions/cot_vs_direct/`` with its
     caveat (the steering stage steers with that direction)."""
-    from mechreason.artifacts import write_json
     from mechreason.activations import ActivationStore
-    from mechreason.report.demo_stages import COT_VS_DIRECT_CAVEAT, within_cot_contrast
+    from mechreason.artifacts import write_json
     from mechreason.directions.pipeline import (
         DirectionsConfig,
         compute_directions,
         directions_from_contrast,
         save_result,
     )
+    from mechreason.report.demo_stages import COT_VS_DIRECT_CAVEAT, within_cot_contrast
 
     acts, out, figs = str(run.out / "acts"), run.out / "directions", {}
     small = min(10, run.sizes.n_problems)
