@@ -8,8 +8,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jaxtyping import Float
-
 from mechreason.activations.items import load_items
 from mechreason.artifacts import (
     artifact_path,
@@ -20,6 +18,7 @@ from mechreason.errors import MechReasonError, unknown
 
 if TYPE_CHECKING:
     import torch
+    from jaxtyping import Float
 
     from mechreason.model.loading import Model
 

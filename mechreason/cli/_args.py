@@ -61,6 +61,8 @@ nonneg_float = _number(float, 0, None)
 """A finite number >= 0."""
 fraction = _number(float, 0, 1, hi_open=True)
 """A fraction in [0, 1)."""
+unit_interval = _number(float, 0, 1)
+"""A number in [0, 1]."""
 open_fraction = _number(float, 0, 1, lo_open=True, hi_open=True)
 """A fraction in (0, 1)."""
 probability = _number(float, 0, 1, lo_open=True)
