@@ -168,8 +168,8 @@ def test_batched_suppression_equals_reference(tiny, batch_size):
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_suppression_paths_agree_in_float64(batch_size):
     """With the model in float64 the two paths are the same computation up to rounding
-    (1e-9; transformers still computes the rotary tables in float32): what is left
-    between them in float32 is float32 rounding of the forward."""
+    (1e-9 here; measured 0): what is left between them in float32 is float32 rounding
+    of the forward."""
     from mechreason.model.loading import load_model
 
     m = load_model("tiny-random", device="cpu")
