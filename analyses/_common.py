@@ -263,9 +263,9 @@ def mean(xs: Sequence[float]) -> dict[str, float]:
 
 
 def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """Two proportions (``proportion`` dicts) side by side: the difference, with a
-    percentile interval from Newcombe's hybrid score method (the two Wilson intervals),
-    and Fisher's exact two-sided p."""
+    """Two independent proportions (``proportion`` dicts) side by side: the difference
+    with its 95% interval by Newcombe's hybrid score method (from the two Wilson
+    intervals, valid at small n), and Fisher's exact two-sided p."""
     from mechreason.stats import fisher_exact
 
     d = a["value"] - b["value"]

@@ -72,7 +72,8 @@ def test_welch_df_equal_variances_and_sizes():
 def test_wilson_hand_value():
     # k = 0, n = 3: upper bound z^2 / (n + z^2) = 3.8415 / 6.8415
     lo, hi = wilson(0, 3)
-    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(3.8415 / 6.8415, abs=1e-4)
+    assert wilson(3, 3) == pytest.approx((1 - hi, 1.0)) and wilson(3, 3)[1] == 1.0
+    assert lo == 0.0 and hi == pytest.approx(3.8415 / 6.8415, abs=1e-4)
 
 
 def test_auroc_bootstrap_covers_a_planted_auroc_at_small_n():
