@@ -105,6 +105,28 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise
 
 
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target``; on success it becomes ``target``
+    in one rename, unless another process made ``target`` meanwhile (theirs is kept:
+    both wrote the same content). On failure nothing is left behind."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with disk_errors(target):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            yield tmp
+            if target.exists():
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -21,7 +21,7 @@ from mechreason.backends.base import (
     check_requests,
 )
 from mechreason.model import engine
-from mechreason.model.generation import decode
+from mechreason.model.generation import finish_rule
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +54,6 @@ class EngineBackend(GenerationBackend):
         model = self.model
         gens = engine.generators([r.seed for r in rows]) if cfg.temperature > 0 else []
         caps = [r.max_new_tokens or cfg.max_new_tokens for r in rows]
-        eos = set(model.eos_ids)
         reason: list[FinishReason] = ["length"] * len(rows)
         lps: list[list[float]] = [[] for _ in rows]
 
@@ -66,15 +65,7 @@ class EngineBackend(GenerationBackend):
                     lps[row].append(float(lp))
             return [int(t) for t in picks.tolist()]
 
-        def done(row: int, toks: list[int]) -> bool:
-            if toks[-1] in eos:
-                reason[row] = "eos"
-                return True
-            if cfg.stop and any(s in decode(model, toks[-32:]) for s in cfg.stop):
-                reason[row] = "stop"
-                return True
-            return len(toks) >= caps[row]
-
+        done = finish_rule(model, cfg, caps, reason)
         out: list[list[int]] = [[] for _ in rows]
         prompts = [list(r.prompt_ids) for r in rows]
         for row, toks in engine.decode_loop(model, engine.prefill(model, prompts), choose, done):

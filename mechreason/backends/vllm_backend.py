@@ -25,7 +25,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -84,17 +83,10 @@ def export_model_dir(model: Model, cache: str | os.PathLike[str] | None = None) 
     target = root / f"{model.weights_hash[:24]}-{dtype}-v{_EXPORT_VERSION}"
     if (target / "model.safetensors").is_file():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-    try:
+    from mechreason.artifacts import atomic_dir
+
+    with atomic_dir(target) as tmp:
         _write_dir(model, tmp)
-        if target.exists():  # another process won the race
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

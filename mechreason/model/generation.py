@@ -14,8 +14,8 @@ can serve the same signature later (DESIGN.md section 10).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mechreason.errors import MechReasonError
 from mechreason.model import engine
@@ -79,10 +79,28 @@ def iter_generate(model: Model, prompt_ids: Sequence[Sequence[int]], cfg: Sampli
             yield from zip(idx, gens)
 
 
+def finish_rule(model: Model, cfg: SamplingConfig, caps: Sequence[int],
+                reason: list[Any]) -> Callable[[int, list[int]], bool]:
+    """The one stopping rule of generation (the decode loop's ``done``): a row ends at
+    EOS, at a stop string in the text of its last 32 tokens, or at its cap ``caps[row]``;
+    ``reason[row]`` records which (``eos``, ``stop``; left as given at the cap)."""
+    eos = set(model.eos_ids)
+
+    def done(row: int, toks: list[int]) -> bool:
+        if toks[-1] in eos:
+            reason[row] = "eos"
+            return True
+        if cfg.stop and any(s in decode(model, toks[-32:]) for s in cfg.stop):
+            reason[row] = "stop"
+            return True
+        return len(toks) >= caps[row]
+
+    return done
+
+
 def _generate_batch(model: Model, rows: list[list[int]], seeds: list[int],
                     cfg: SamplingConfig, top2: bool) -> list[Generation]:
     gens = engine.generators(seeds) if cfg.temperature > 0 else []
-    eos = set(model.eos_ids)
     reason: list[str] = ["length"] * len(rows)
     probs: list[list[tuple[float, float]]] = [[] for _ in rows]
 
@@ -93,15 +111,7 @@ def _generate_batch(model: Model, rows: list[list[int]], seeds: list[int],
         picks = engine.sample(logits, cfg, [gens[r] for r in live] if gens else [])
         return [int(t) for t in picks.tolist()]
 
-    def done(row: int, toks: list[int]) -> bool:
-        if toks[-1] in eos:
-            reason[row] = "eos"
-            return True
-        if cfg.stop and any(s in decode(model, toks[-32:]) for s in cfg.stop):
-            reason[row] = "stop"
-            return True
-        return len(toks) >= cfg.max_new_tokens
-
+    done = finish_rule(model, cfg, [cfg.max_new_tokens] * len(rows), reason)
     out: list[list[int]] = [[] for _ in rows]
     for row, toks in engine.decode_loop(model, engine.prefill(model, rows), choose, done):
         out[row] = toks[:-1] if reason[row] == "eos" else toks

@@ -10,8 +10,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -181,22 +179,17 @@ def _save_plain(hf: Any, target: Path) -> None:
 
 
 def save_atomically(target: Path, hf: Any, tok: Any, stamp: dict[str, Any]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    """Write a cached model directory (weights when ``hf`` is given, the tokenizer, and
+    the stamp with the weights' content hash) in one rename."""
+    from mechreason.artifacts import atomic_dir
+
+    with atomic_dir(target) as tmp:
         if hf is not None:
             _save_plain(hf, tmp)
         tok.save_pretrained(tmp)
         if hf is not None:  # the content hash of what was written, checked on later loads
             stamp = {**stamp, **_weights_stamp(tmp / _WEIGHTS_FILE)}
-        (tmp / "mechreason_source.json").write_text(json.dumps(stamp))
-        if target.exists():  # another process won the race; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / _STAMP_FILE).write_text(json.dumps(stamp))
 
 
 _WEIGHTS_FILE = "model.safetensors"
