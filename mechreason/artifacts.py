@@ -40,6 +40,8 @@ FEATURES_JSON = "features.json"  # the demo's feature stage
 CLUSTERS_JSON = "clusters.json"  # mechreason behaviours
 ASSIGNMENTS_JSON = "assignments.json"
 BEHAVIOUR_DIRECTIONS = "directions.safetensors"
+SAE_EVAL_JSON = "eval.json"  # mechreason sae eval
+SAE_TRAINING_JSON = "training.json"  # the training summary
 
 KINDS = {
     "cfg": CFG_JSON,
@@ -56,6 +58,8 @@ KINDS = {
     "clusters": CLUSTERS_JSON,
     "assignments": ASSIGNMENTS_JSON,
     "behaviour_directions": BEHAVIOUR_DIRECTIONS,
+    "sae_eval": SAE_EVAL_JSON,
+    "sae_training": SAE_TRAINING_JSON,
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from mechreason.cli._args import (
     fraction,
@@ -52,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--max-length", type=positive_int, default=256, help="tokens per item for loss")
     e.add_argument("--all-rows", action="store_true",
                    help="use every row, not only the items held out from training")
+    e.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     e.add_argument("--out", default=None, help="where to write eval.json (default: --sae)")
     e.set_defaults(func=run_eval)
 
@@ -77,37 +77,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from mechreason.activations import ActivationStore
-    from mechreason.artifacts import read_json, write_json
-    from mechreason.sae.evaluate import (
-        loss_recovered,
-        reconstruction_metrics,
-        split_items,
-        store_rows,
-    )
-    from mechreason.sae.io import check_sae_fits, load_sae
+    from mechreason.sae.io import load_sae
+    from mechreason.sae.pipeline import evaluate_on_store
 
-    sae = load_sae(args.sae)
-    store = ActivationStore(args.acts)
-    hook = check_sae_fits(sae, store)
-    mr = (read_json(Path(args.sae) / "cfg.json")["metadata"].get("mechreason") or {})
-    trained_on = mr.get("acts") or []
-    same = str(Path(args.acts).resolve()) in (trained_on if isinstance(trained_on, list)
-                                              else [trained_on])
-    items = None
-    if same and not args.all_rows and mr.get("holdout"):
-        items = split_items([it["item"] for it in store.items], mr["holdout"])[1]
-    rows = store_rows(store, items)
-    res: dict = {"rows_from": "held-out items" if items is not None else "all items",
-                 **reconstruction_metrics(sae, store.iter_batches(hook, 4096, shuffle=False,
-                                                                  rows=rows))}
-    if args.input or store.token_ids():
-        from mechreason.model.loading import load_model
-
-        model = load_model(store.cfg["model"])
-        ids = store.token_ids(model, args.input)
-        seqs = [t[:args.max_length] for i, t in ids.items()
-                if items is None or i in items][:args.max_items]
-        res.update(loss_recovered(model, sae, hook, seqs))
-    write_json(Path(args.out or args.sae) / "eval.json", res)
+    res = evaluate_on_store(load_sae(args.sae), ActivationStore(args.acts), sae_dir=args.sae,
+                            out=args.out, all_rows=args.all_rows, input_file=args.input,
+                            max_items=args.max_items, max_length=args.max_length,
+                            device=args.device)
     print(json.dumps(res, indent=1))
     return 0

@@ -51,11 +51,10 @@ def _warn_large(alphas: tuple[float, ...], vector: str | None) -> None:
         return
     norm = None
     if vector is not None:
-        from pathlib import Path
 
-        from mechreason.artifacts import read_json
+        from mechreason.artifacts import artifact_path, read_json
 
-        side = Path(vector) / "direction.json"
+        side = artifact_path(vector, "direction_json")
         info = read_json(side, "direction.json") if side.is_file() else {}
         norms = info.get("norms") if isinstance(info, dict) else None
         norm = max(norms) if isinstance(norms, list) and norms else None

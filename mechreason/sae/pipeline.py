@@ -71,3 +71,43 @@ def train_from_stores(stores: Sequence[Any], hook: str, cfg: TrainConfig, out: s
     save_sae(sae, out, store_dtype=store_dtype, extra=extra)
     write_summary(out, summary)
     return extra
+
+
+def evaluate_on_store(sae: Any, store: Any, *, sae_dir: str | Path, out: str | Path | None = None,
+                      all_rows: bool = False, input_file: Any = None, max_items: int = 64,
+                      max_length: int = 256, device: str | None = None) -> dict[str, Any]:
+    """``mechreason sae eval``: reconstruction metrics on the store's rows (only the items
+    held out from training when the SAE was trained on this store, unless ``all_rows``)
+    and, where the token ids are known, loss recovered on up to ``max_items`` of those
+    items; writes ``eval.json`` into ``out`` (default: the SAE folder)."""
+    from mechreason.artifacts import artifact_path, read_json, write_json
+    from mechreason.sae.evaluate import (
+        loss_recovered,
+        reconstruction_metrics,
+        split_items,
+        store_rows,
+    )
+    from mechreason.sae.io import check_sae_fits
+
+    hook = check_sae_fits(sae, store)
+    meta = read_json(artifact_path(sae_dir, "cfg"), "SAE config").get("metadata", {})
+    mr = meta.get("mechreason") or {}
+    trained_on = mr.get("acts") or []
+    same = str(Path(store.root).resolve()) in (trained_on if isinstance(trained_on, list)
+                                               else [trained_on])
+    items = None
+    if same and not all_rows and mr.get("holdout"):
+        items = split_items([it["item"] for it in store.items], mr["holdout"])[1]
+    rows = store_rows(store, items)
+    res: dict[str, Any] = {
+        "rows_from": "held-out items" if items is not None else "all items",
+        **reconstruction_metrics(sae, store.iter_batches(hook, 4096, shuffle=False, rows=rows))}
+    if input_file or store.token_ids():
+        from mechreason.model.loading import load_model
+
+        model = load_model(store.cfg["model"], device=device)
+        ids = store.token_ids(model, input_file)
+        seqs = [t[:max_length] for i, t in ids.items() if items is None or i in items][:max_items]
+        res.update(loss_recovered(model, sae, hook, seqs))
+    write_json(artifact_path(out or sae_dir, "sae_eval"), res)
+    return res

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from mechreason.artifacts import atomic_path, write_json
+from mechreason.artifacts import artifact_path, atomic_path, write_json
 from mechreason.errors import MechReasonError, unknown
 from mechreason.progress import Progress, bar
 from mechreason.sae.config import TrainConfig
@@ -311,4 +311,4 @@ def _batches_from(source: BatchSource, run: _Run) -> Iterator[Tensor]:
 
 def write_summary(out_dir: str | os.PathLike[str], summary: dict[str, Any]) -> None:
     """Record the training summary beside the saved SAE."""
-    write_json(Path(out_dir) / "training.json", summary)
+    write_json(artifact_path(out_dir, "sae_training"), summary)
