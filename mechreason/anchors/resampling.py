@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,33 +164,66 @@ def _check_resume(out_dir: Path, cfg: ResampleConfig, trace: AnchorTrace) -> Non
         write_json(path, want)
 
 
+Emit = Callable[[dict[str, Any]], None]
+Runner = Callable[[AnchorTrace, ResampleConfig, list[Job], Emit], None]
+"""``runner(trace, cfg, jobs, emit)``: run ``jobs`` and pass each graded record to ``emit``
+(in this process: :func:`local_runner`; over Ray workers:
+:class:`mechreason.scale.rollouts.RayRunner`)."""
+
+
+def local_runner(model, *, extract: Extractor, grade: Grader) -> Runner:
+    """Rollouts through this process's model (the prefix-cached batched sampler)."""
+    def run(trace: AnchorTrace, cfg: ResampleConfig, jobs: list[Job], emit: Emit) -> None:
+        for rec in rollout_records(model, trace, cfg, jobs, extract=extract, grade=grade):
+            emit(rec)
+    return run
+
+
+def rollout_records(model, trace: AnchorTrace, cfg: ResampleConfig, jobs: Sequence[Job], *,
+                    extract: Extractor, grade: Grader) -> Iterator[dict[str, Any]]:
+    """Run ``jobs`` over ``trace`` and yield each graded record as it finishes."""
+    stop = answer_stop(model) if cfg.stop_at_answer else None
+    for job, toks in batched_rollouts(model, trace.ids, jobs, cfg.sampling,
+                                      batch_size=cfg.batch_size, stop=stop):
+        yield grade_rollout(model, trace, job, toks, extract, grade)
+
+
 def run_rollouts(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.PathLike[str],
-                 *, extract: Extractor, grade: Grader, progress: bool = False) -> dict[str, dict]:
-    """Run every missing rollout of ``trace``, appending each graded record to
-    ``out_dir/rollouts.jsonl`` as it finishes; return all records by key."""
+                 *, extract: Extractor, grade: Grader, progress: bool = False,
+                 jobs: Sequence[Job] | None = None,
+                 runner: Runner | None = None) -> dict[str, dict]:
+    """Run every missing rollout of ``jobs`` (default: all of :func:`make_jobs`),
+    appending each graded record to ``out_dir/rollouts.jsonl`` as it finishes, once per
+    key; return all records of the file by key."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, cfg, trace)
     path = out / ROLLOUTS_JSONL
     _drop_torn_tail(path)
     done = read_rollouts(path)
-    todo = [j for j in make_jobs(model, trace, cfg) if j.key not in done]
+    want = make_jobs(model, trace, cfg) if jobs is None else jobs
+    todo = [j for j in want if j.key not in done]
     log.info("%d rollouts done, %d to run", len(done), len(todo))
-    stop = answer_stop(model) if cfg.stop_at_answer else None
+    if not todo:
+        return done
+    run = runner or local_runner(model, extract=extract, grade=grade)
     with open(path, "a") as f, bar("rollouts", len(todo), unit="rollout",
                                    enabled=progress) as shown:
-        for job, toks in batched_rollouts(model, trace.ids, todo, cfg.sampling,
-                                          batch_size=cfg.batch_size, stop=stop):
-            rec = _grade(model, trace, cfg, job, toks, extract, grade)
+        def emit(rec: dict[str, Any]) -> None:
+            if rec["key"] in done:  # a shard re-run after a worker died: written once
+                return
             f.write(json.dumps(rec) + "\n")
             f.flush()
-            done[job.key] = rec
+            done[rec["key"]] = rec
             shown.update()
+
+        run(trace, cfg, todo, emit)
     return done
 
 
-def _grade(model, trace: AnchorTrace, cfg: ResampleConfig, job: Job, toks: list[int],
-           extract: Extractor, grade: Grader) -> dict[str, Any]:
+def grade_rollout(model, trace: AnchorTrace, job: Job, toks: list[int], extract: Extractor,
+                  grade: Grader) -> dict[str, Any]:
+    """One rollout's record: its tokens, text, extracted answer and grade."""
     kind, chunk, r = job.key.split("/")
     text = model.tokenizer.decode(toks, skip_special_tokens=True)
     if kind == "forced":
