@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -170,7 +170,7 @@ def compute_importance(sentences: Sequence[str], resampled: Sequence[Sequence[Ro
             for r in resampled[i]] for i in range(n)]
     kept = [obs[i + 1] if i + 1 < n else [_Obs(trace_answer, bool(trace_correct), False)]
             for i in range(n)]
-    out: dict[str, list] = {k: [] for k in Importance._fields}
+    out: dict[str, Any] = {k: [] for k in Importance._fields}
     for i in range(n):
         rs, ds = resampled[i], diss[i]
         for k, v in _sentence_metrics(obs[i], kept[i], eps).items():

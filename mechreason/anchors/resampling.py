@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mechreason.anchors.embed import Embedder, Extractor, Grader, default_answer_fns
 from mechreason.anchors.importance import Importance, Rollout, compute_importance
@@ -28,6 +28,9 @@ from mechreason.engine import SamplingConfig
 from mechreason.errors import MechReasonError
 from mechreason.progress import bar
 from mechreason.sentences import split_sentences
+
+if TYPE_CHECKING:
+    from mechreason.anchors.adaptive import AdaptiveConfig
 
 log = logging.getLogger(__name__)
 ROLLOUTS_JSONL = "rollouts.jsonl"
@@ -252,9 +255,15 @@ def group(records: dict[str, dict], kind: str, n: int, r: int) -> list[list[Roll
 
 def resample(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.PathLike[str], *,
              extract: Extractor | None = None, grade: Grader | None = None,
-             embedder: Embedder | None = None, progress: bool = False) -> Importance:
+             embedder: Embedder | None = None, progress: bool = False,
+             adaptive: AdaptiveConfig | None = None, runner: Runner | None = None) -> Importance:
     """Run (or resume) all rollouts of ``trace`` and compute its importance metrics;
-    writes ``rollouts.jsonl`` and ``resampling.json`` under ``out_dir``."""
+    writes ``rollouts.jsonl`` and ``resampling.json`` under ``out_dir``.
+
+    ``adaptive``: stop each prefix once settled (:mod:`mechreason.anchors.adaptive`),
+    ``cfg.rollouts`` being the most any prefix gets. ``runner``: where rollouts run
+    (default this process; :class:`mechreason.scale.rollouts.RayRunner` for workers).
+    """
     if extract is None or grade is None:
         d_extract, d_grade = default_answer_fns()
         extract, grade = extract or d_extract, grade or d_grade
@@ -262,8 +271,14 @@ def resample(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.P
         from mechreason.anchors.embed import default_embedder
 
         embedder = default_embedder()
-    records = run_rollouts(model, trace, cfg, out_dir, extract=extract, grade=grade,
-                           progress=progress)
+    if adaptive is not None:
+        from mechreason.anchors.adaptive import run_adaptive
+
+        records = run_adaptive(model, trace, cfg, adaptive, out_dir, extract=extract,
+                               grade=grade, progress=progress, runner=runner)
+    else:
+        records = run_rollouts(model, trace, cfg, out_dir, extract=extract, grade=grade,
+                               progress=progress, runner=runner)
     forced = group(records, "forced", trace.n + 1, cfg.rollouts) if cfg.forced else None
     answer = trace.answer if trace.answer is not None else extract(trace.generated_text)
     imp = compute_importance(trace.texts, group(records, "resample", trace.n, cfg.rollouts), forced,

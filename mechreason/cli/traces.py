@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop an unterminated last sentence (Thought Anchors' choice)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="generate on Ray workers, each loading its own model: 'local' (this "
+                        "machine), 'auto' (the cluster this machine joined) or an address; "
+                        "the file is written here, resumable, each trace once")
+    p.add_argument("--workers", type=positive_int, default=2, help="Ray workers (default 2)")
     p.set_defaults(func=run)
 
 
@@ -58,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
                               top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
     problems = make_problems(args.task, args.n, seed=args.seed, difficulty=args.difficulty,
                              data_file=args.data_file)
+    if args.ray:
+        return _run_ray(args, style.name, sampling, problems)
     with output_lock(args.out, is_dir=False):
         model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
         labeller = get_labeller(args.labeller, model)
@@ -66,6 +73,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(records)} traces in {args.out}")
     print(format_summary(summarize(records)))
     print(format_summary(summarize(records, by=("style",))))
+    return 0
+
+
+def _run_ray(args: argparse.Namespace, style: str, sampling: Any, problems: list) -> int:
+    from mechreason.models import DEFAULT_MODEL
+    from mechreason.scale.traces import run_traces_ray
+    from mechreason.scale.workers import ModelSpec
+    from mechreason.traces import summarize
+
+    spec = ModelSpec(args.model or DEFAULT_MODEL, device=args.device or "cpu", dtype=args.dtype)
+    records = run_traces_ray(spec, problems, args.out, style=style, sampling=sampling,
+                             address=args.ray, workers=args.workers, labeller=args.labeller,
+                             keep_tail=not args.drop_tail)
+    print(f"{len(records)} traces in {args.out}")
+    print(format_summary(summarize(records)))
     return 0
 
 
