@@ -363,7 +363,7 @@ def _importance_figure(rows: list[dict[str, Any]], col: str):
     sat = [r.get(f"{col}_saturated") for r in rows]
     note = _GRADED.get(col)
     return plots.sentence_importance(
-        [r.get(col) if r.get(col) is not None else math.nan for r in rows],
+        [float(r[col]) if r.get(col) is not None else math.nan for r in rows],
         [r.get("labels") or [] for r in rows], texts=[r.get("text", "") for r in rows],
         metric=col, intervals=ivs if all(v is not None for v in ivs) else None,
         saturated=[bool(v) for v in sat] if all(v is not None for v in sat) else None,

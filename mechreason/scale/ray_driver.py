@@ -107,11 +107,11 @@ class Pool:
         """``fn(state)`` on the first worker (e.g. the model's name and weights hash)."""
         return _ray().get(self.actors[0].call.remote(fn))
 
-    def run(self, shards: Sequence[Shard], work: Work, on_result: Callable[[Shard, list[dict[str, Any]]], object],
-            *, max_tries: int = 3,
+    def run(self, shards: Sequence[Shard], work: Work,
+            on_result: Callable[[Shard, list[dict[str, Any]]], object], *, max_tries: int = 3,
             on_dispatch: Callable[[Pool, dict[Any, tuple[int, Shard]]], None] | None = None) -> None:
-        """Run ``work`` on every shard, calling ``on_result(shard, records)`` in the driver as each
-        finishes; see the module docstring for what happens when a worker dies.
+        """Run ``work`` on every shard, calling ``on_result(shard, records)`` in the
+        driver as each finishes; see the module docstring for what happens when a worker dies.
         ``on_dispatch(pool, in_flight)`` is called after each round of dispatching
         (in_flight: object ref -> (worker index, shard)); tests use it to kill a worker."""
         ray = _ray()
@@ -131,13 +131,14 @@ class Pool:
                 records = ray.get(ref)
             except ray.exceptions.RayTaskError as e:  # the work raised: bad input, a bug
                 raise e.as_instanceof_cause() from None
-            except ray.exceptions.RayActorError:  # the worker died: retry the shard elsewhere
+            except ray.exceptions.RayActorError as e:  # the worker died: retry the shard
                 tries[shard.name] = tries.get(shard.name, 0) + 1
                 if tries[shard.name] >= max_tries:
+                    last = (str(e).strip().splitlines() or [""])[-1][:200]
                     raise MechReasonError(
-                        f"shard {shard.name} lost {max_tries} workers in a row; its items "
-                        f"{list(shard.keys[:3])}... may crash a worker: run them without --ray "
-                        "to see the error") from None
+                        f"shard {shard.name} lost {max_tries} workers in a row ({last}); its "
+                        f"items {list(shard.keys[:3])}... may crash a worker, or the worker "
+                        "cannot start: run without --ray to see the error") from None
                 log.warning("worker %d died running %s; retrying it on a new worker", w,
                             shard.name)
                 self.actors[w] = self._new()
