@@ -128,17 +128,3 @@ def test_ray_rollouts_match_one_process(tiny, tmp_path, pool):
     assert len(lines) == len({r["key"] for r in lines}) == len(one)
     assert got == one and again == one
 
-
-@pytest.mark.slow
-def test_traces_cli_with_ray(tmp_path, pool):
-    """``mechreason traces --ray local`` writes the same ids as without --ray, each once."""
-    from mechreason.cli import main
-
-    args = ["traces", "--model", "tiny-random", "--task", "arithmetic", "--n", "3",
-            "--max-new-tokens", "8", "--device", "cpu", "-q"]
-    assert main([*args, "--out", str(tmp_path / "one.jsonl")]) == 0
-    assert main([*args, "--out", str(tmp_path / "ray.jsonl"), "--ray", "local",
-                 "--workers", "1"]) == 0
-    one, ray = _lines(tmp_path / "one.jsonl"), _lines(tmp_path / "ray.jsonl")
-    assert sorted(r["id"] for r in ray) == sorted(r["id"] for r in one) and len(ray) == 3
-    assert {r["id"]: r["generated_ids"] for r in ray} == {r["id"]: r["generated_ids"] for r in one}
