@@ -145,3 +145,54 @@ def record(fig: Figure, command: str, out: Path = RESULTS) -> Path:
 def figure(id: str, title: str, timing: Timing, ours: str, theirs: str, units: float,
            **kw: Any) -> Figure:
     return Figure(id=id, title=title, ours=ours, theirs=theirs, units=units, timing=timing, **kw)
+
+
+@dataclass(frozen=True)
+class CountFigure:
+    """A figure that counts work instead of timing it (e.g. rollouts an adaptive rule
+    spends / a full run): ``ratio = counts[ours] / counts[theirs]``, lower is better,
+    and it passes only if ``ratio <= target`` and its quality condition holds."""
+
+    id: str
+    title: str
+    ours: str
+    theirs: str
+    counts: dict[str, float]
+    target: float | None
+    condition: str
+    """The quality the saving must keep, e.g. ``Spearman of counterfactual_kl >= 0.95``."""
+    condition_value: float
+    condition_met: bool
+    unit: str = "rollouts"
+    sizes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.counts[self.ours] / self.counts[self.theirs]
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.target is None else (self.ratio <= self.target and self.condition_met)
+
+    def line(self) -> str:
+        tgt = "" if self.target is None else f" target<={self.target:g} " + (
+            "PASS" if self.passed else "MISS")
+        return (f"{self.id} ratio={self.ratio:.3f} {self.ours}={self.counts[self.ours]:g} "
+                f"{self.theirs}={self.counts[self.theirs]:g} {self.unit} "
+                f"({self.condition}: {self.condition_value:.3f}){tgt}")
+
+
+def record_count(fig: CountFigure, command: str, out: Path = RESULTS) -> Path:
+    """Write a :class:`CountFigure` to ``out/<id>.json`` (``kind: count``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"id": fig.id, "kind": "count", "title": fig.title, "ours": fig.ours,
+            "theirs": fig.theirs, "counts": fig.counts, "ratio": fig.ratio, "target": fig.target,
+            "direction": "<=", "passed": fig.passed, "unit": fig.unit,
+            "condition": fig.condition, "condition_value": fig.condition_value,
+            "condition_met": fig.condition_met, "sizes": fig.sizes, "command": command,
+            **environment()}
+    path = out / f"{fig.id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path

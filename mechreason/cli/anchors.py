@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from mechreason.cli._args import nonneg_int, positive_int
+from mechreason.cli._args import nonneg_int, positive_int, probability
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--receiver-traces", type=positive_int, default=None,
                    help="traces used to choose receiver heads (default: all in the file)")
     p.add_argument("--top-k", type=positive_int, default=20, help="receiver heads kept (default 20)")
+    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=False,
+                   help="stop resampling a sentence once its answer distribution is settled "
+                        "(--rollouts is then the most it gets; default: off, see B8)")
+    p.add_argument("--tolerance", type=probability, default=0.1,
+                   help="adaptive: largest change of the answer distribution (total variation) "
+                        "over the last batch that counts as settled (default 0.1)")
+    p.add_argument("--adaptive-batch", type=positive_int, default=4,
+                   help="adaptive: rollouts added per round to an unsettled sentence (default 4)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the rollouts on Ray workers: 'local' (this machine), 'auto' (the "
+                        "cluster this machine joined) or a cluster address")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="Ray workers, each loading its own model (default 2)")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)
@@ -39,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from mechreason.anchors.adaptive import AdaptiveConfig
     from mechreason.anchors.analysis import AnchorsConfig, analyze, load_traces
     from mechreason.anchors.receivers import ReceiverConfig
     from mechreason.anchors.resampling import ResampleConfig
@@ -56,11 +70,18 @@ def run(args: argparse.Namespace) -> int:
         resample=ResampleConfig(rollouts=args.rollouts, max_new_tokens=args.max_new_tokens,
                                 batch_size=args.batch_size, forced=not args.no_forced,
                                 seed=args.seed),
-        receivers=ReceiverConfig(top_k=args.top_k, seed=args.seed))
+        receivers=ReceiverConfig(top_k=args.top_k, seed=args.seed),
+        adaptive=AdaptiveConfig(tolerance=args.tolerance, batch=args.adaptive_batch,
+                                min_rollouts=2 * args.adaptive_batch) if args.adaptive else None)
     check_model_name(args.model or DEFAULT_MODEL)
     check_device(args.device)
     check_out_dir(args.out)
     read_traces(args.traces)  # a missing, binary or malformed file fails before the model loads
+    if vllm and args.ray:
+        from mechreason.errors import MechReasonError
+
+        raise MechReasonError("--ray with --backend vllm is not supported yet: Ray workers run "
+                              "mechreason's own engine; use one or the other")
     if vllm:
         from mechreason.backends.base import require_hooks
         from mechreason.backends.vllm_backend import require_python
@@ -77,6 +98,16 @@ def run(args: argparse.Namespace) -> int:
             from mechreason.backends.vllm_backend import VLLMBackend
 
             backend = stack.enter_context(VLLMBackend(model))
-        summary = analyze(model, traces, cfg, args.out, progress=True, backend=backend)
+        runner = None
+        if args.ray:
+            from mechreason.scale.rollouts import RayRunner
+            from mechreason.scale.workers import ModelSpec
+
+            runner = RayRunner(args.ray, ModelSpec(model.name if args.model is None else args.model,
+                                                   device=args.device or "cpu"),
+                               workers=args.workers)
+            stack.callback(runner.close)
+        summary = analyze(model, traces, cfg, args.out, progress=True, backend=backend,
+                          runner=runner)
     print(json.dumps({"out": args.out, **summary}, indent=1, default=str)[:4000])
     return 0

@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="the model's dtype (and vLLM's, with --backend vllm)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="generate on Ray workers, each loading its own model: 'local' (this "
+                        "machine), 'auto' (the cluster this machine joined) or an address; "
+                        "the file is written here, resumable, each trace once")
+    p.add_argument("--workers", type=positive_int, default=2, help="Ray workers (default 2)")
     p.set_defaults(func=run)
 
 
@@ -65,6 +70,13 @@ def run(args: argparse.Namespace) -> int:
                               top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
     problems = make_problems(args.task, args.n, seed=args.seed, difficulty=args.difficulty,
                              data_file=args.data_file)
+    if args.ray:
+        if args.backend == "vllm":
+            from mechreason.errors import MechReasonError
+
+            raise MechReasonError("--ray with --backend vllm is not supported yet: Ray workers "
+                                  "run mechreason's own engine; use one or the other")
+        return _run_ray(args, style.name, sampling, problems)
     with output_lock(args.out, is_dir=False), contextlib.ExitStack() as stack:
         model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
         labeller = get_labeller(args.labeller, model)
@@ -81,6 +93,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(records)} traces in {args.out}")
     print(format_summary(summarize(records)))
     print(format_summary(summarize(records, by=("style",))))
+    return 0
+
+
+def _run_ray(args: argparse.Namespace, style: str, sampling: Any, problems: list) -> int:
+    from mechreason.model.weights import DEFAULT_MODEL
+    from mechreason.scale.traces import run_traces_ray
+    from mechreason.scale.workers import ModelSpec
+    from mechreason.traces.run import summarize
+
+    spec = ModelSpec(args.model or DEFAULT_MODEL, device=args.device or "cpu", dtype=args.dtype)
+    records = run_traces_ray(spec, problems, args.out, style=style, sampling=sampling,
+                             address=args.ray, workers=args.workers, labeller=args.labeller,
+                             keep_tail=not args.drop_tail)
+    print(f"{len(records)} traces in {args.out}")
+    print(format_summary(summarize(records)))
     return 0
 
 

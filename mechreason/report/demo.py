@@ -336,7 +336,11 @@ def stage_anchors(run: _Run) -> dict[str, Any]:
                                                 seed=run.cfg.seed),
                         receivers=rcfg)
     s = analyze(run.model, traces, cfg, run.out / "anchors", progress=run.cfg.progress)
-    return {"anchors_trace": s.get("trace_id"), "anchors_sentences": s.get("n_sentences"), "_note": note}
+    # how many sentences' eps = 1e-9 KL sits at its ceiling (the report plots the graded,
+    # Laplace-smoothed form first, with intervals)
+    sat = (s.get("rollouts") or {}).get("saturated") or {}
+    return {"anchors_trace": s.get("trace_id"), "anchors_sentences": s.get("n_sentences"),
+            "anchors_kl_at_ceiling": sat.get("counterfactual_kl"), "_note": note}
 
 
 def stage_report(run: _Run) -> dict[str, Any]:

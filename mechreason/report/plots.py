@@ -188,24 +188,41 @@ def _label_name(label: Any) -> str:
 
 def sentence_importance(importance: Sequence[float], labels: Sequence[Any], *,
                         texts: Sequence[str] | None = None, metric: str = "importance",
-                        title: str = "Sentence importance along the trace") -> go.Figure:
+                        title: str = "Sentence importance along the trace",
+                        intervals: Sequence[Sequence[float] | None] | None = None,
+                        saturated: Sequence[bool] | None = None) -> go.Figure:
     """Importance of each sentence of a trace, as bars coloured by the sentence's label.
 
     importance: one value per sentence, in trace order. labels: one label per sentence
     (a string, or a list of tags whose first is used). texts: the sentences (hover text).
+    intervals: per sentence ``[low, high]`` (a 95% interval), drawn as error bars.
+    saturated: per sentence, whether the value sits at a smoothing ceiling (drawn hatched).
     One bar trace per label, with x the sentence indices holding that label.
     """
     importance = [float(v) for v in _list(importance)]
+    n = len(importance)
     names = [_label_name(lab) for lab in labels]
-    _check_len("labels", names, len(importance))
+    _check_len("labels", names, n)
     if texts is not None:
-        _check_len("texts", list(texts), len(importance))
+        _check_len("texts", list(texts), n)
+    if intervals is not None:
+        _check_len("intervals", list(intervals), n)
+    if saturated is not None:
+        _check_len("saturated", list(saturated), n)
     fig = go.Figure()
     for lab in sorted(set(names)):
-        idx = [i for i, n in enumerate(names) if n == lab]
+        idx = [i for i, nm in enumerate(names) if nm == lab]
         hover = [texts[i][:160] for i in idx] if texts is not None else None
+        bar: dict[str, Any] = {}
+        if intervals is not None:
+            iv = [intervals[i] or (importance[i], importance[i]) for i in idx]
+            bar["error_y"] = {"type": "data", "symmetric": False,
+                              "array": [max(float(b) - importance[i], 0.0) for i, (_, b) in zip(idx, iv)],
+                              "arrayminus": [max(importance[i] - float(a), 0.0) for i, (a, _) in zip(idx, iv)]}
+        if saturated is not None:
+            bar["marker_pattern_shape"] = ["/" if saturated[i] else "" for i in idx]
         fig.add_trace(go.Bar(x=idx, y=[importance[i] for i in idx], name=lab, hovertext=hover,
-                             marker_color=color_for(lab, names)))
+                             marker_color=color_for(lab, names), **bar))
     fig.update_layout(title=title, xaxis_title="sentence", yaxis_title=metric, **_LAYOUT)
     return fig
 

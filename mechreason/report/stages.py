@@ -57,8 +57,8 @@ STAGES: dict[str, StageFiles] = {
 }
 RUN_SUMMARY = "summary.json"
 """Run-level file (written by ``mechreason demo``): model, per-stage status, key figures."""
-IMPORTANCE_COLUMNS = ("counterfactual_kl", "resampling_kl", "forced_importance_kl",
-                      "suppression_out", "receiver_score")
+IMPORTANCE_COLUMNS = ("counterfactual_kl_laplace", "counterfactual_kl", "resampling_kl",
+                      "forced_importance_kl", "suppression_out", "receiver_score")
 """Anchors' per-sentence columns, in the order the report prefers for the importance plot."""
 
 
@@ -341,9 +341,15 @@ def read_anchors(sec: Section, root: Path) -> None:
     sec.snippets.append(_trace_view(root))
     col = next((c for c in IMPORTANCE_COLUMNS if rows and c in rows[0]), None)
     if col:
-        sec.figures.append(plots.sentence_importance(
-            [r.get(col) if r.get(col) is not None else math.nan for r in rows],
-            [r.get("labels") or [] for r in rows], texts=[r.get("text", "") for r in rows], metric=col))
+        sec.figures.append(_importance_figure(rows, col))
+    if col == "counterfactual_kl_laplace":  # and the scripts' eps = 1e-9 form beside it
+        sec.figures.append(_importance_figure(rows, "counterfactual_kl"))
+    for c in ("counterfactual_kl", "resampling_kl", "forced_importance_kl"):
+        flags = [r.get(f"{c}_saturated") for r in rows]
+        if rows and all(f is not None for f in flags):
+            sec.numbers.append(Number(name=f"{c}: sentences at the eps = 1e-9 ceiling",
+                                      value=sum(map(bool, flags)),
+                                      note=f"of {len(rows)}: disjoint answer sets"))
     for c in t.get("rank_correlations") or []:
         sec.numbers.append(Number(name=f"Spearman {c.get('a')} vs {c.get('b')}", value=c.get("rho"),
                                   lo=c.get("ci_lo"), hi=c.get("ci_hi"), note=f"n={c.get('n')}"))
@@ -365,6 +371,25 @@ def read_anchors(sec: Section, root: Path) -> None:
                                                     title="Attention suppression (mean log-KL)"))
     cfg = root / "cfg.json"
     sec.config = read_json_file(cfg) if cfg.is_file() else {}
+
+
+_GRADED = {"counterfactual_kl_laplace": "Laplace-smoothed (graded)",
+           "counterfactual_kl": "eps = 1e-9 as in the Thought Anchors scripts; hatched: at "
+                                "the ceiling (disjoint answer sets)"}
+
+
+def _importance_figure(rows: list[dict[str, Any]], col: str):
+    """Per-sentence bars of ``col`` with its 95% interval and ceiling flags, if present."""
+    ivs = [r.get(f"{col}_ci") for r in rows]
+    sat = [r.get(f"{col}_saturated") for r in rows]
+    note = _GRADED.get(col)
+    return plots.sentence_importance(
+        [float(r[col]) if r.get(col) is not None else math.nan for r in rows],
+        [r.get("labels") or [] for r in rows], texts=[r.get("text", "") for r in rows],
+        metric=col, intervals=ivs if all(v is not None for v in ivs) else None,
+        saturated=[bool(v) for v in sat] if all(v is not None for v in sat) else None,
+        title="Sentence importance along the trace, with 95% bootstrap intervals"
+              + (f" ({col}: {note})" if note else ""))
 
 
 def _trace_view(root: Path) -> str:

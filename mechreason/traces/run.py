@@ -85,29 +85,46 @@ def _run_traces(model: Model, problems: Sequence[Problem], path: Path, *, style:
     todo = [k for k, tid in enumerate(ids) if tid not in done]
     log.info("%d of %d traces already in %s; generating %d", len(ids) - len(todo), len(ids),
              path, len(todo))
+    # the generator's own bar stays off: this one counts the same items, nested in the
+    # process's display (mechreason.progress)
+    with bar(f"generate {st.name}", len(todo), unit="seq", enabled=progress) as shown:
+        for rec in iter_records(model, [problems[k] for k in todo], style=st.name,
+                                sampling=sampling, labeller=lab, keep_tail=keep_tail,
+                                generate_fn=generate_fn, on_item=shown.update):
+            append_record(path, rec)
+            done[rec["id"]] = rec
+    return [done[t] for t in ids if t in done]
+
+
+def iter_records(model: Model, problems: Sequence[Problem], *, style: str,
+                 sampling: SamplingConfig, labeller: Labeller, keep_tail: bool = True,
+                 generate_fn: GenerateFn = iter_generate,
+                 on_item: Callable[[], object] | None = None) -> Iterator[dict[str, Any]]:
+    """Generate, grade, split and label the traces of ``problems``, yielding each record
+    as its batch finishes (nothing is written: :func:`run_traces` and the Ray workers of
+    :mod:`mechreason.scale` write them). A record depends only on its problem, style,
+    sampling and the model (its seed is :func:`row_seed`), never on which problems share
+    the call."""
+    st = get_style(style)
     cfg = sampling
     if not cfg.stop and stop_strings(model, st):
         from dataclasses import replace
 
         cfg = replace(cfg, stop=stop_strings(model, st))
-    prompts = [render_prompt(model, problems[k], st) for k in todo]
+    prompts = [render_prompt(model, p, st) for p in problems]
     prompt_ids = [model.encode(p) for p in prompts]
-    seeds = [row_seed(problems[k].id, cfg.seed) for k in todo]
-    # the generator's own bar stays off: this one counts the same items, nested in the
-    # process's display (mechreason.progress)
-    with bar(f"generate {st.name}", len(todo), unit="seq", enabled=progress) as shown:
-        for j, gen in generate_fn(model, prompt_ids, cfg, seeds=seeds, progress=False):
-            shown.update()
-            k = todo[j]
-            try:
-                rec = build_record(model, problems[k], st.name, prompts[j], prompt_ids[j], gen,
-                                   cfg, seed=seeds[j], labeller=lab, keep_tail=keep_tail)
-            except Exception:  # one bad item must not lose the batch; a re-run retries it
-                log.exception("could not build the record of %s; skipped", ids[k])
-                continue
-            append_record(path, rec)
-            done[rec["id"]] = rec
-    return [done[t] for t in ids if t in done]
+    seeds = [row_seed(p.id, cfg.seed) for p in problems]
+    for j, gen in generate_fn(model, prompt_ids, cfg, seeds=seeds, progress=False):
+        if on_item is not None:
+            on_item()
+        try:
+            rec = build_record(model, problems[j], st.name, prompts[j], prompt_ids[j], gen,
+                               cfg, seed=seeds[j], labeller=labeller, keep_tail=keep_tail)
+        except Exception:  # one bad item must not lose the batch; a re-run retries it
+            log.exception("could not build the record of %s; skipped",
+                          trace_id(problems[j].id, st.name, sampling))
+            continue
+        yield rec
 
 
 def _check_resumable(path: Path, old: Sequence[dict[str, Any]], model: Model,

@@ -1,0 +1,35 @@
+"""The tree matches docs/architecture.md, and no module outgrows one screenful of
+concerns (400 lines)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "mechreason"
+MAX_LINES = 400
+
+
+def _documented() -> tuple[set[str], set[str]]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    tree = re.search(r"```\nmechreason/\n(.*?)```", text, re.S)
+    assert tree, "docs/architecture.md has no tree block"
+    packages = set(re.findall(r"^  (\w+)/", tree.group(1), re.M))
+    modules = set(re.findall(r"^  (\w+)\.py", tree.group(1), re.M))
+    return packages, modules
+
+
+def test_the_tree_is_the_documented_one():
+    packages, modules = _documented()
+    actual_packages = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
+    actual_modules = {p.stem for p in PKG.glob("*.py")} - {"__init__", "__main__", "_lazy"}
+    assert actual_packages == packages, (sorted(actual_packages ^ packages),
+                                         "update docs/architecture.md or the tree")
+    assert actual_modules == modules, sorted(actual_modules ^ modules)
+
+
+def test_no_module_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
