@@ -123,3 +123,14 @@ def test_export_schema_rejects(breaker, match):
     breaker(chunks, steps)
     with pytest.raises(MechReasonError, match=match):
         validate(chunks, steps)
+
+
+def test_importance_refuses_rollout_groups_that_do_not_match_the_sentences():
+    """Caller input is checked with an error, not an assert (which ``python -O`` drops)."""
+    import pytest
+
+    from mechreason.anchors.importance import compute_importance
+    from mechreason.errors import MechReasonError
+
+    with pytest.raises(MechReasonError, match="2 groups for 3 sentences"):
+        compute_importance(["a.", "b.", "c."], [[], []], None, "1", True, embed=None)

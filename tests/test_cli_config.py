@@ -12,7 +12,7 @@ from mechreason.activations.config import CaptureConfig
 from mechreason.cli import build_parser
 from mechreason.cli._config import add_config, field_docs, from_args
 from mechreason.directions.config import DirectionsConfig
-from mechreason.report.demo import DemoConfig
+from mechreason.report.demo_config import DemoConfig
 from mechreason.steering.experiment import SteerConfig
 
 # (subcommand argv that satisfies its required options, the config, fields the command

@@ -11,7 +11,8 @@ import pytest
 
 from mechreason.cli import main
 from mechreason.errors import MechReasonError
-from mechreason.report.demo import STAGE_ORDER, DemoConfig, available, run_demo
+from mechreason.report.demo import run_demo
+from mechreason.report.demo_config import STAGE_ORDER, DemoConfig, available
 from mechreason.report.stages import STAGES
 
 
@@ -282,3 +283,10 @@ def test_primary_sweep_is_not_perfect_at_layer0_by_construction(sentence_store, 
     found = _sweep(planted)
     assert found.best == target and found.layers[target].sep.auroc > 0.95
     assert found.layers[0].sep.auroc == null.layers[0].sep.auroc  # untouched layers unchanged
+
+
+def test_shipped_saes_folder_is_the_repositorys():
+    """The demo finds the SAEs shipped in sae_checkpoints/ at the repository root."""
+    from mechreason.report.demo_config import SHIPPED_SAES
+
+    assert (SHIPPED_SAES / "smollm2-135m-instruct-l15-topk" / "cfg.json").is_file()

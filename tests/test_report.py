@@ -222,7 +222,7 @@ def _arm(name, alpha, acc, length, kl=None):
 @pytest.mark.parametrize("alphas", [[2.0], [1.0, 4.0]])
 def test_steering_section_reads_experiment_summary(tmp_path, alphas):
     """`mechreason.steering.experiment.run_experiment` writes one row per arm."""
-    from mechreason.report.stages import arms_as_dose_response
+    from mechreason.report.readers import arms_as_dose_response
 
     tag = (lambda a: "") if len(alphas) == 1 else (lambda a: f"_a{a:g}")
     rows = [_arm("unsteered", 0.0, 0.1, 20.0)]

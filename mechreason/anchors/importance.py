@@ -36,6 +36,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from mechreason.errors import MechReasonError
+
 UNPARSED = "<unparsed>"
 
 
@@ -157,7 +159,9 @@ def compute_importance(sentences: Sequence[str], resampled: Sequence[Sequence[Ro
         n_boot: bootstrap draws per interval (0: no intervals).
     """
     n = len(sentences)
-    assert len(resampled) == n
+    if len(resampled) != n:
+        raise MechReasonError(f"importance needs the rollouts of every sentence: got "
+                              f"{len(resampled)} groups for {n} sentences")
     texts = sorted({s for rs in resampled for r in rs for s in (r.first_sentence, *r.sentences)}
                    | set(sentences))
     vecs = embed(texts).cpu().numpy() if texts else np.zeros((0, 1))
@@ -201,7 +205,9 @@ def _forced_metrics(out: dict[str, list], forced: Sequence[Sequence[_Obs]] | Non
         for k in ("accuracy", "kl", "kl_laplace"):
             out[f"forced_importance_{k}"] = [0.0] * n
         return
-    assert len(forced) == n + 1
+    if len(forced) != n + 1:
+        raise MechReasonError(f"forced-answer importance needs one group per prefix 0..{n}: "
+                              f"got {len(forced)} for {n} sentences")
     out["forced_accuracy"] = [_acc(f) for f in forced]
     for i in range(n):
         for k, v in _pair_metrics(forced[i], forced[i + 1], eps, "forced_importance_").items():

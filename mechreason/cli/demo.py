@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mechreason.cli._args import add_model_arg, nonneg_int
 from mechreason.cli._config import add_config, from_args
-from mechreason.report.demo import DemoConfig
+from mechreason.report.demo_config import DemoConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:

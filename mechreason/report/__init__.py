@@ -9,7 +9,7 @@ from __future__ import annotations
 from mechreason._lazy import lazy_getattr
 
 _EXPORTS = {
-    "DemoConfig": "demo", "run_demo": "demo",
+    "DemoConfig": "demo_config", "Sizes": "demo_config", "run_demo": "demo",
     "ReportConfig": "html", "build_report": "html", "REPORT_HTML": "html",
     "STAGES": "stages",
 }
