@@ -12,6 +12,7 @@ from mechreason.activations.config import CaptureConfig
 from mechreason.cli import build_parser
 from mechreason.cli._config import add_config, field_docs, from_args
 from mechreason.directions.config import DirectionsConfig
+from mechreason.model.engine import SamplingConfig
 from mechreason.report.demo_config import DemoConfig
 from mechreason.steering.experiment import SteerConfig
 
@@ -23,6 +24,7 @@ CASES = [
      DirectionsConfig, {"acts"}),
     (["demo", "--out", "o"], DemoConfig, {"custom_sizes", "model"}),
     (["steer", "--vector", "v", "--out", "o"], SteerConfig, {"model", "vector", "sae", "alphas"}),
+    (["traces", "--task", "arithmetic", "--out", "o.jsonl"], SamplingConfig, {"stop"}),
 ]
 
 

@@ -7,6 +7,8 @@ import contextlib
 from typing import Any
 
 from mechreason.cli._args import nonneg_int, positive_int, probability, temperature
+from mechreason.cli._config import add_config, from_args
+from mechreason.model.engine import SamplingConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,12 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=20, help="number of problems")
     p.add_argument("--style", default="cot", help=f"prompt style: {', '.join(STYLES)}")
     p.add_argument("--out", required=True, help="traces JSONL (appended to)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=256)
-    p.add_argument("--temperature", type=temperature, default=0.0, help="0: greedy")
-    p.add_argument("--top-p", type=probability, default=1.0)
-    p.add_argument("--seed", type=nonneg_int, default=0, help="picks problems and sampling seeds")
     p.add_argument("--difficulty", type=int, default=None, choices=DIFFICULTIES)
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    add_config(p, SamplingConfig, skip={"stop"}, types={
+        "max_new_tokens": positive_int, "temperature": temperature, "top_p": probability,
+        "seed": nonneg_int, "batch_size": positive_int})  # --seed also picks the problems
     p.add_argument("--labeller", default="rules", choices=["rules", "llm-judge"])
     p.add_argument("--drop-tail", action="store_true",
                    help="drop an unterminated last sentence (Thought Anchors' choice)")
@@ -47,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.model.generation import SamplingConfig
     from mechreason.model.loading import load_model
     from mechreason.model.weights import DEFAULT_MODEL
     from mechreason.outputs import check_out_file, output_lock
@@ -66,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
         require_python()
     style = get_style(args.style)
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                              top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
+    sampling = from_args(SamplingConfig, args)
     problems = make_problems(args.task, args.n, seed=args.seed, difficulty=args.difficulty,
                              data_file=args.data_file)
     if args.ray:
