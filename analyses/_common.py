@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("mechreason") is None:  # `python analyses/x.py` puts analyses/,
     sys.path.insert(0, str(REPO))  # not the repository root, on the path
 
+from mechreason.model.weights import DEFAULT_MODEL  # noqa: E402  (after the path fix above)
+
 log = logging.getLogger("analyses")
-DEFAULT_MODEL = "smollm2-135m-instruct"
 _STARTED = [time.monotonic()]  # reset by start(); the report states the wall time
 
 
