@@ -171,6 +171,20 @@ def test_vllm_backend_refused_for_white_box_anchor_methods(tmp_path, capsys):
     assert rc == 2 and len(err.splitlines()) == 1 and "'receivers' needs hooks" in err
 
 
+@pytest.mark.parametrize("cmd", ["traces", "anchors"])
+def test_ray_with_the_vllm_backend_is_refused_before_anything_runs(cmd, tmp_path, capsys,
+                                                                 monkeypatch):
+    monkeypatch.setenv("MECHREASON_VLLM_PYTHON", str(tmp_path / "no-python"))  # checked later
+    traces = tmp_path / "t.jsonl"
+    traces.write_text("")
+    argv = (["traces", "--task", "arithmetic", "--n", "1", "--out", str(tmp_path / "o.jsonl")]
+            if cmd == "traces" else ["anchors", "--traces", str(traces), "--out", str(tmp_path / "o")])
+    rc = main([*argv, "--backend", "vllm", "--ray", "local"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "--ray local with --backend vllm is not supported" in err
+
+
 def test_vllm_backend_without_its_environment(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MECHREASON_VLLM_PYTHON", str(tmp_path / "no-python"))
     rc = main(["traces", "--backend", "vllm", "--task", "arithmetic", "--n", "1",

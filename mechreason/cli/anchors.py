@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.anchors.analysis import AnchorsConfig, analyze, load_traces
     from mechreason.anchors.receivers import ReceiverConfig
     from mechreason.anchors.resampling import ResampleConfig
+    from mechreason.backends.base import check_ray_backend
     from mechreason.model.loading import load_model
     from mechreason.model.weights import DEFAULT_MODEL
     from mechreason.outputs import check_out_dir, output_lock
@@ -77,11 +78,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     check_out_dir(args.out)
     read_traces(args.traces)  # a missing, binary or malformed file fails before the model loads
-    if vllm and args.ray:
-        from mechreason.errors import MechReasonError
-
-        raise MechReasonError("--ray with --backend vllm is not supported yet: Ray workers run "
-                              "mechreason's own engine; use one or the other")
+    check_ray_backend(args.ray, args.backend)
     if vllm:
         from mechreason.backends.base import require_hooks
         from mechreason.backends.vllm_backend import require_python

@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mechreason.backends.base import check_ray_backend
     from mechreason.model.loading import load_model
     from mechreason.model.weights import DEFAULT_MODEL
     from mechreason.outputs import check_out_file, output_lock
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     check_model_name(args.model or DEFAULT_MODEL)
     check_device(args.device)
     check_out_file(args.out)
+    check_ray_backend(args.ray, args.backend)
     if args.backend == "vllm":
         from mechreason.backends.vllm_backend import require_python
 
@@ -69,11 +71,6 @@ def run(args: argparse.Namespace) -> int:
     problems = make_problems(args.task, args.n, seed=args.seed, difficulty=args.difficulty,
                              data_file=args.data_file)
     if args.ray:
-        if args.backend == "vllm":
-            from mechreason.errors import MechReasonError
-
-            raise MechReasonError("--ray with --backend vllm is not supported yet: Ray workers "
-                                  "run mechreason's own engine; use one or the other")
         return _run_ray(args, style.name, sampling, problems)
     with output_lock(args.out, is_dir=False), contextlib.ExitStack() as stack:
         model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)

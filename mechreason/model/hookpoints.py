@@ -200,14 +200,13 @@ def _eager_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
     """Eager attention with the scores and pattern passed through the module's hooks.
     query (B, H, Q, D); key / value (B, H_kv, K, D); returns ((B, Q, H, D), pattern)."""
     import torch
-    from einops import rearrange, repeat
 
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: each KV head serves `groups` query heads
-        key = repeat(key, "b kv k d -> b (kv g) k d", g=groups)
-        value = repeat(value, "b kv k d -> b (kv g) k d", g=groups)
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.einsum("bhqd,bhkd->bhqk", query, key) * scale
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
@@ -220,7 +219,7 @@ def _eager_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value:
                             ).to(query.dtype)
     for fn in hooks.get("pattern", ()):
         pattern = _apply(fn, pattern)
-    out = rearrange(torch.matmul(pattern, value), "b h q d -> b q h d").contiguous()
+    out = torch.matmul(pattern, value).transpose(1, 2).contiguous()  # (B, Q, H, D)
     return out, pattern
 
 

@@ -112,13 +112,13 @@ def rank_features(model: Any, sae: Any, store: Any, records: dict[str, dict[str,
     """Rank latents by mean activation on cot minus direct generated tokens (per-trace
     means, so a long trace does not dominate; :func:`mechreason.sae.features.latent_contrast`,
     with its Student-t interval); write ``features.json``."""
+    from mechreason.sae.features import latent_contrast, trace_codes
+
     gen = [r for r, row in enumerate(store.rows) if row.get("phase") in ("reasoning", "answer")]
     cot = sorted(set(gen) & set(store.select(style="cot")))
     direct = sorted(set(gen) & set(store.select(style="direct")))
     if not cot or not direct:
         raise MechReasonError("the capture store needs both cot and direct traces")
-    from mechreason.sae.features import latent_contrast, trace_codes
-
     a, b = trace_codes(sae, store, hook, cot), trace_codes(sae, store, hook, direct)
     res = latent_contrast(a, b)
     dead = int(((a.sum(0) + b.sum(0)) == 0).sum())

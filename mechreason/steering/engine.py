@@ -26,8 +26,6 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from einops import reduce
-
 from mechreason.errors import MechReasonError
 from mechreason.model.engine import step_info
 from mechreason.model.hooks import hooks_context
@@ -162,8 +160,7 @@ class Steering:
         state = self._tracker.update(ids, step.mask, step.past_len, batch, length, ref.device,
                                      step.rows)
         masks = self._tracker.masks(self.specs, state, self.model.dtype)
-        # (row, position, intervention) -> does each intervention touch any token?
-        active = reduce(masks, "b t n -> n", "max").bool().tolist()
+        active = masks.flatten(0, 1).any(0).tolist()  # (B, T, n): does intervention n touch any token
         self._call = _Call(masks, active, state)
 
     def _record(self, hook: str, m: torch.Tensor, call: _Call) -> None:
