@@ -42,6 +42,18 @@ ASSIGNMENTS_JSON = "assignments.json"
 BEHAVIOUR_DIRECTIONS = "directions.safetensors"
 SAE_EVAL_JSON = "eval.json"  # mechreason sae eval
 SAE_TRAINING_JSON = "training.json"  # the training summary
+SAE_STATE = "train_state.pt"  # a training run's last checkpoint (resume)
+SWEEPS_JSON = "sweeps.json"  # the demo's layer sweeps
+ROLLOUTS_JSONL = "rollouts.jsonl"  # mechreason anchors: every rollout, appended
+RESAMPLING_JSON = "resampling.json"  # resampling importances
+RESAMPLE_CFG_JSON = "resample_cfg.json"  # the settings the rollouts were made with
+ANCHORS_TABLE_JSON = "table.json"  # one row per sentence, every method's importance
+RECEIVERS_JSON = "receivers.json"
+SUPPRESSION_FILE = "suppression.safetensors"
+CHUNKS_JSON = "chunks_labeled.json"  # thought-anchors.com viewer format
+STEPS_JSON = "step_importance.json"
+VIEW_HTML = "view.html"  # the anchors viewer page
+REPORT_HTML = "report.html"  # mechreason report
 
 KINDS = {
     "cfg": CFG_JSON,
@@ -60,6 +72,18 @@ KINDS = {
     "behaviour_directions": BEHAVIOUR_DIRECTIONS,
     "sae_eval": SAE_EVAL_JSON,
     "sae_training": SAE_TRAINING_JSON,
+    "sae_state": SAE_STATE,
+    "sweeps": SWEEPS_JSON,
+    "rollouts": ROLLOUTS_JSONL,
+    "resampling": RESAMPLING_JSON,
+    "resample_cfg": RESAMPLE_CFG_JSON,
+    "anchors_table": ANCHORS_TABLE_JSON,
+    "receivers": RECEIVERS_JSON,
+    "suppression": SUPPRESSION_FILE,
+    "chunks": CHUNKS_JSON,
+    "steps": STEPS_JSON,
+    "view": VIEW_HTML,
+    "report": REPORT_HTML,
 }
 
 

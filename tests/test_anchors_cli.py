@@ -16,7 +16,7 @@ def test_cli_all_methods(tiny, tmp_path):
     traces = write_traces(tiny, tmp_path / "traces.jsonl", n=4)
     out = tmp_path / "out"
     args = ["anchors", "--model", "tiny-random", "--traces", str(traces), "--index", "1",
-            "--rollouts", "2", "--max-new-tokens", "5", "--top-k", "3", "--device", "cpu",
+            "--rollouts", "2", "--max-new-tokens", "5", "--receivers-top-k", "3", "--device", "cpu",
             "--out", str(out)]
     assert main(args) == 0
     for name in ("cfg.json", "meta.json", "rollouts.jsonl", "resampling.json", "receivers.json",

@@ -33,3 +33,15 @@ def test_no_module_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+def test_artifact_file_names_are_spelled_only_in_artifacts():
+    """Every artifact file name lives in mechreason/artifacts.py (KINDS); elsewhere code
+    goes through its constants or artifact_path, so renaming a file is one edit."""
+    from mechreason.artifacts import KINDS, SHARD_PATTERN
+
+    names = [*KINDS.values(), SHARD_PATTERN]
+    spelled = {f"{p.relative_to(ROOT)}: {name}" for p in PKG.rglob("*.py")
+               if p.name != "artifacts.py" for name in names
+               if f'"{name}"' in p.read_text() or f"'{name}'" in p.read_text()}
+    assert not spelled, sorted(spelled)

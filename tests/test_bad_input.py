@@ -195,7 +195,7 @@ def fx(tmp_path_factory, tiny):
     # a report run directory with a malformed direction.json
     _write(d / "run_bad" / "directions" / "direction.json", json.dumps({"hooks": 5, "metrics": "x"}))
     p["run_bad"] = str(d / "run_bad")
-    # an anchors output made with --top-k 20 (suppression only: quick)
+    # an anchors output made with --receivers-top-k 20 (suppression only: quick)
     p["anchors_done"] = str(d / "anchors_done")
     assert main(["anchors", "--model", "tiny-random", "--device", "cpu", "--traces",
                  p["short_traces"], "--methods", "suppression", "--out", p["anchors_done"]]) == 0
@@ -288,7 +288,7 @@ CASES = [
     C(*TRC, "--out", OUT + ".jsonl", "--max-new-tokens", "0", msg="--max-new-tokens: '0'"),
     C(*TRC, "--out", OUT + ".jsonl", "--batch-size", "0", msg="--batch-size: '0'"),
     C(*TRC, "--out", OUT + ".jsonl", "--seed", "-1", msg="--seed: '-1' is out of range"),
-    C(*TRC, "--out", OUT + ".jsonl", "--difficulty", "9", msg="invalid choice: 9"),
+    C(*TRC, "--out", OUT + ".jsonl", "--difficulty", "9", msg="--difficulty: '9' is out of range; valid: [1, 5]"),
     C(*TRC, "--out", OUT + ".jsonl", "--labeller", "gpt", msg="invalid choice: 'gpt'"),
     C(*TRC, "--out", OUT + ".jsonl", "--dtype", "int8", msg="invalid choice: 'int8'"),
     C(*TRC, "--out", OUT + ".jsonl", "--style", "telepathic", msg="'telepathic'"),
@@ -323,14 +323,14 @@ CASES = [
     C(*ANC, "--traces", "{short_traces}", "--index", "7", "--out", OUT, msg="trace index 7 out of range"),
     C(*ANC, "--traces", "{short_traces}", "--index", "-1", "--out", OUT, msg="--index: '-1' is out of range"),
     C(*ANC, "--traces", "{short_traces}", "--rollouts", "0", "--out", OUT, msg="--rollouts: '0' is out of range"),
-    C(*ANC, "--traces", "{short_traces}", "--top-k", "0", "--out", OUT, msg="--top-k: '0'"),
+    C(*ANC, "--traces", "{short_traces}", "--receivers-top-k", "0", "--out", OUT, msg="--receivers-top-k: '0'"),
     C(*ANC, "--traces", "{short_traces}", "--batch-size", "0", "--out", OUT, msg="--batch-size: '0'"),
     C(*ANC, "--traces", "{short_traces}", "--max-new-tokens", "nan", msg="'nan' is not an integer"),
     C(*ANC, "--traces", "{short_traces}", "--receiver-traces", "0", "--out", OUT, msg="--receiver-traces: '0'"),
     C(*ANC, "--traces", "{short_traces}", "--model", "bogus", "--out", OUT, msg="unknown model 'bogus'"),
     C(*ANC, "--traces", "{short_traces}", "--device", "bogus", "--out", OUT, msg="unknown device 'bogus'"),
     C(*ANC, "--traces", "{short_traces}", "--out", "{file}", msg="is an existing file"),
-    C(*ANC, "--traces", "{short_traces}", "--methods", "suppression", "--top-k", "5", "--out", "{anchors_done}", msg="receivers.top_k was 20, now 5"),
+    C(*ANC, "--traces", "{short_traces}", "--methods", "suppression", "--receivers-top-k", "5", "--out", "{anchors_done}", msg="receivers.top_k was 20, now 5"),
     C(*ANC, "--traces", "{short_traces}", "--methods", "suppression", "--out", "{locked}", msg="(pid {holder_pid})"),
     C(*ANC, "--traces", "{short_traces}", "--out", "{ro}/a", msg="is not writable"),
     # ---- sae train / eval

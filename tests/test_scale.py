@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 from _anchors_fixtures import make_trace
@@ -42,6 +44,31 @@ def test_sink_writes_each_key_once():
 
 
 # ------------------------------------------------------------- local Ray cluster
+
+def _cli(*argv, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "mechreason", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_traces_cli_on_local_ray_equals_one_process(tmp_path):
+    """``mechreason traces --ray local`` end to end, in its own process (its own local Ray
+    instance, before this module's pool holds the CPUs): the file equals the one a plain
+    run writes, record for record; a re-run finds nothing left to do."""
+    pytest.importorskip("ray")
+    args = ["traces", "--model", "tiny-random", "--task", "arithmetic", "--n", "4",
+            "--max-new-tokens", "12", "--temperature", "0.8", "--seed", "2",
+            "--batch-size", "2", "--device", "cpu"]
+    one = _cli(*args, "--out", "one.jsonl", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    ray = _cli(*args, "--out", "ray.jsonl", "--ray", "local", "--workers", "2", cwd=tmp_path)
+    assert ray.returncode == 0, ray.stderr[-2000:]
+    assert "4 traces in ray.jsonl" in ray.stdout
+    by_id = {r["id"]: r for r in _lines(tmp_path / "ray.jsonl")}  # shards land in any order
+    assert by_id == {r["id"]: r for r in _lines(tmp_path / "one.jsonl")} and len(by_id) == 4
+    again = _cli(*args, "--out", "ray.jsonl", "--ray", "local", "--workers", "2", cwd=tmp_path)
+    assert again.returncode == 0 and len(_lines(tmp_path / "ray.jsonl")) == 4
+
 
 @pytest.fixture(scope="module")
 def pool():
@@ -128,3 +155,16 @@ def test_ray_rollouts_match_one_process(tiny, tmp_path, pool):
     assert len(lines) == len({r["key"] for r in lines}) == len(one)
     assert got == one and again == one
 
+
+
+def test_asking_for_more_cpus_than_are_free_warns(pool, caplog):
+    """The pool's two workers hold both CPUs of the local instance: one more worker would
+    wait (it looked like a hang), so the driver says so before starting it."""
+    import logging
+
+    from mechreason.scale.ray_driver import _warn_if_short
+
+    with caplog.at_level(logging.WARNING, logger="mechreason.scale.ray_driver"):
+        assert _warn_if_short(1.0)
+        assert not _warn_if_short(0.0)
+    assert "need 1 CPUs but the Ray cluster has 0 free" in caplog.text

@@ -26,7 +26,15 @@ from mechreason.anchors.resampling import ResampleConfig, resample
 from mechreason.anchors.suppression import SuppressionConfig, suppression_matrix
 from mechreason.anchors.trace import AnchorTrace, trace_from_ids
 from mechreason.anchors.view import write_view
-from mechreason.artifacts import save_tensors, write_json, write_meta
+from mechreason.artifacts import (
+    ANCHORS_TABLE_JSON,
+    CFG_JSON,
+    RECEIVERS_JSON,
+    SUPPRESSION_FILE,
+    save_tensors,
+    write_json,
+    write_meta,
+)
 from mechreason.errors import MechReasonError, unknown
 
 log = logging.getLogger(__name__)
@@ -123,7 +131,7 @@ def analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out_dir: str |
     out = check_out_dir(out_dir)
     with output_lock(out):
         _check_fingerprint(model, traces, cfg, out)
-        write_json(out / "cfg.json", cfg)
+        write_json(out / CFG_JSON, cfg)
         return _analyze(model, traces, cfg, out, extract=extract, grade=grade,
                         embedder=embedder, progress=progress, backend=backend, runner=runner)
 
@@ -181,17 +189,17 @@ def _analyze(model, traces: list[AnchorTrace], cfg: AnchorsConfig, out: Path, *,
         cols["receiver_scores"] = rec.scores[pool.index(trace)]
         summary["receivers"] = {"heads": rec.heads, "n_traces": len(pool),
                                 "reliability": rec.reliability._asdict() if rec.reliability else None}
-        write_json(out / "receivers.json", summary["receivers"] | {"kurtosis": rec.kurtosis})
+        write_json(out / RECEIVERS_JSON, summary["receivers"] | {"kurtosis": rec.kurtosis})
     if "suppression" in cfg.methods:
         sup = suppression_matrix(model, trace, cfg.suppression)
         cols["suppression"] = sup
-        save_tensors(out / "suppression.safetensors", sup._asdict())
+        save_tensors(out / SUPPRESSION_FILE, sup._asdict())
         if step is None:
             step = np.nan_to_num(sup.matrix.numpy() - np.nanmin(sup.matrix.numpy()), nan=0.0)
     rows = sentence_table(trace, **cols)
     have = [c for c in CORR_COLUMNS if c in rows[0]]
     corr = [c._asdict() for c in rank_correlations(rows, have)] if len(have) > 1 else []
-    write_json(out / "table.json", {"rows": rows, "rank_correlations": corr})
+    write_json(out / ANCHORS_TABLE_JSON, {"rows": rows, "rank_correlations": corr})
     write_viewer(out / "viewer", *viewer_json(rows, step))
     write_meta(out, model, stage="anchors", methods=list(cfg.methods), trace_id=trace.id)
     summary["view"] = str(write_view(out))

@@ -23,11 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mechreason.artifacts import read_json, write_json
+from mechreason.artifacts import CHUNKS_JSON, STEPS_JSON, read_json, write_json
 from mechreason.errors import MechReasonError
-
-CHUNKS_JSON = "chunks_labeled.json"
-STEPS_JSON = "step_importance.json"
 
 _CHUNK_FIELDS: dict[str, type | tuple[type, ...]] = {
     "chunk": str, "chunk_idx": int, "function_tags": list, "depends_on": list,

@@ -24,6 +24,7 @@ from mechreason.anchors.embed import Embedder, Extractor, Grader, default_answer
 from mechreason.anchors.importance import Importance, Rollout, compute_importance
 from mechreason.anchors.rollouts import Job, backend_rollouts, batched_rollouts, rollout_seed
 from mechreason.anchors.trace import AnchorTrace
+from mechreason.artifacts import RESAMPLE_CFG_JSON, RESAMPLING_JSON, ROLLOUTS_JSONL
 from mechreason.errors import MechReasonError
 from mechreason.model.engine import SamplingConfig
 from mechreason.progress import bar
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from mechreason.backends.base import GenerationBackend
 
 log = logging.getLogger(__name__)
-ROLLOUTS_JSONL = "rollouts.jsonl"
-RESAMPLING_JSON = "resampling.json"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -152,7 +151,7 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 def _check_resume(out_dir: Path, cfg: ResampleConfig, trace: AnchorTrace, backend: str) -> None:
-    path = out_dir / "resample_cfg.json"
+    path = out_dir / RESAMPLE_CFG_JSON
     want = {k: getattr(cfg, k) for k in _ROLLOUT_FIELDS} | {"trace_ids_len": len(trace.ids),
                                                             "trace_id": trace.id}
     if backend != "engine":  # files written before backends existed are the engine's

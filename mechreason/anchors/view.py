@@ -26,11 +26,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mechreason.artifacts import atomic_path, read_json
+from mechreason.artifacts import (
+    ANCHORS_TABLE_JSON,
+    META_JSON,
+    RESAMPLING_JSON,
+    SUPPRESSION_FILE,
+    VIEW_HTML,
+    atomic_path,
+    read_json,
+)
 from mechreason.errors import MechReasonError
 from mechreason.stats import wilson
 
-VIEW_HTML = "view.html"
 TOP_AFFECTED = 5
 """How many affected sentences the page lists per source sentence and matrix."""
 METRICS = {  # table column -> what the page calls it
@@ -47,23 +54,23 @@ METRICS = {  # table column -> what the page calls it
 def view_data(anchors_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything the page shows, read from an anchors directory."""
     root = Path(anchors_dir)
-    if not (root / "table.json").is_file():
+    if not (root / ANCHORS_TABLE_JSON).is_file():
         raise MechReasonError(f"no table.json in {str(root)!r}: not an anchors directory "
                               "(mechreason anchors writes one)")
-    rows = read_json(root / "table.json").get("rows") or []
+    rows = read_json(root / ANCHORS_TABLE_JSON).get("rows") or []
     n = len(rows)
     affects: dict[str, list[list[list[float]]]] = {}
-    res = root / "resampling.json"
+    res = root / RESAMPLING_JSON
     imp = read_json(res) if res.is_file() else {}
     if imp.get("matrix"):
         affects["resampling"] = top_affected(imp["matrix"], n, positive_only=True)
-    sup = root / "suppression.safetensors"
+    sup = root / SUPPRESSION_FILE
     if sup.is_file():
         from safetensors.torch import load_file
 
         affects["suppression"] = top_affected(load_file(str(sup))["matrix"].tolist(), n)
     metrics = [m for m in METRICS if n and any(r.get(m) is not None for r in rows)]
-    meta = read_json(root / "meta.json") if (root / "meta.json").is_file() else {}
+    meta = read_json(root / META_JSON) if (root / META_JSON).is_file() else {}
     return {
         "trace_id": str(meta.get("trace_id", "")),
         "model": (meta.get("model") or {}).get("name", ""),

@@ -100,3 +100,12 @@ def add_model_arg(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="bundled short name, HF hub id or local HF directory (default: %(default)s)")
+
+
+def add_store_args(p: argparse.ArgumentParser, *, acts: str, input_file: str) -> None:
+    """The options of a command that reads a capture store (``--acts``, and ``--input``
+    for a store that keeps no token ids) and writes a directory (``--out``) on a device."""
+    p.add_argument("--acts", required=True, help=acts)
+    p.add_argument("--input", default=None, help=input_file)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--out", required=True, help="output directory")

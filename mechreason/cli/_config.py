@@ -57,6 +57,13 @@ def _comma_list(text: str) -> tuple[str, ...]:
     return out
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers") from None
+
+
 def _with_message(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """``parse`` with its own one-line error kept (argparse would replace a ValueError's
     message by "invalid <name> value")."""
@@ -82,8 +89,8 @@ def _option(tp: Any, default: Any) -> dict[str, Any]:
         return {"action": argparse.BooleanOptionalAction}
     if typing.get_origin(tp) is typing.Literal:
         return {"choices": list(args)}
-    if typing.get_origin(tp) is tuple and args[-1:] == (Ellipsis,) and args[0] is str:
-        return {"type": _comma_list, "metavar": "A,B,..."}
+    if typing.get_origin(tp) is tuple and args[-1:] == (Ellipsis,) and args[0] in (str, int):
+        return {"type": _comma_list if args[0] is str else _int_list, "metavar": "A,B,..."}
     if tp in (int, float, str, Path):
         return {"type": tp}
     return {"type": str}
@@ -91,9 +98,13 @@ def _option(tp: Any, default: Any) -> dict[str, Any]:
 
 def add_config(parser: argparse.ArgumentParser | Any, cls: type, *,
                types: Mapping[str, Callable[[str], Any]] | None = None,
-               skip: Collection[str] = (), title: str | None = None) -> None:
+               skip: Collection[str] = (), title: str | None = None, prefix: str = "") -> None:
     """Add one option per field of the dataclass ``cls`` (``skip`` leaves some to the
-    command), in a group titled ``title`` (default: the config's first docstring line)."""
+    command), in a group titled ``title`` (default: the config's first docstring line).
+
+    ``prefix`` names a nested config's options (``prefix="receivers"``: field ``top_k``
+    becomes ``--receivers-top-k``, read back by ``from_args(..., prefix="receivers")``),
+    so two configs of one command may share a field name."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     head = (inspect.getdoc(cls) or cls.__name__).splitlines()[0]
@@ -107,19 +118,29 @@ def add_config(parser: argparse.ArgumentParser | Any, cls: type, *,
         kw = _option(hints[f.name], default)
         if types and f.name in types:
             kw = {"type": _with_message(types[f.name])}
+        if kw.get("action") is not argparse.BooleanOptionalAction and "choices" not in kw:
+            kw.setdefault("metavar", f.name.upper())
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = docs.get(f.name, "")
         if not required and default not in (None, ()) and \
                 kw.get("action") is not argparse.BooleanOptionalAction:
             help_text += f" (default: {shown})"
-        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default,
+        group.add_argument("--" + _dest(prefix, f.name).replace("_", "-"),
+                           dest=_dest(prefix, f.name), default=default,
                            required=required, help=help_text.replace("%", "%%"), **kw)
 
 
-def from_args(cls: type[C], args: argparse.Namespace, **override: Any) -> C:
+def _dest(prefix: str, name: str) -> str:
+    return f"{prefix.replace('-', '_')}_{name}" if prefix else name
+
+
+def from_args(cls: type[C], args: argparse.Namespace, *, prefix: str = "",
+              **override: Any) -> C:
     """The config ``cls`` from the parsed options (fields the parser lacks keep their
-    defaults; ``override`` sets fields the command computes itself)."""
-    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-          if f.init and hasattr(args, f.name)}
+    defaults; ``override`` sets fields the command computes itself; ``prefix`` as given
+    to :func:`add_config`)."""
+    kw = {f.name: getattr(args, _dest(prefix, f.name))
+          for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+          if f.init and hasattr(args, _dest(prefix, f.name))}
     return cls(**{**kw, **override})

@@ -1,13 +1,38 @@
 """``mechreason anchors``: thought anchors for one trace of a traces file (resampling,
-receiver heads, attention suppression; Bogdan et al. 2025). A thin shell over
-:class:`mechreason.anchors.analysis.AnchorsConfig`."""
+receiver heads, attention suppression; Bogdan et al. 2025). The options are generated
+from :class:`mechreason.anchors.analysis.AnchorsConfig` and its nested configs: the
+resampling ones unprefixed (``--rollouts``), the others prefixed by their field
+(``--receivers-top-k``, ``--suppression-batch-size``, ``--adaptive-tolerance``)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 
-from mechreason.cli._args import nonneg_int, positive_int, probability
+from mechreason.anchors.adaptive import AdaptiveConfig
+from mechreason.anchors.analysis import METHODS, AnchorsConfig
+from mechreason.anchors.receivers import ReceiverConfig
+from mechreason.anchors.resampling import ResampleConfig
+from mechreason.anchors.suppression import SuppressionConfig
+from mechreason.cli._args import (
+    finite_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    probability,
+    unit_interval,
+)
+from mechreason.cli._config import add_config, from_args
+
+_COUNTS = dict.fromkeys(("rollouts", "max_new_tokens", "forced_max_tokens", "batch_size",
+                         "top_k", "proximity_ignore", "split_halves", "batch", "min_rollouts",
+                         "receiver_traces"), positive_int)
+TYPES = {**_COUNTS, "temperature": positive_float, "top_p": probability, "seed": nonneg_int,
+         "similarity": finite_float, "kl_epsilon": positive_float, "kl_floor": positive_float,
+         "tolerance": unit_interval, "index": nonneg_int}
+NESTED = {"receivers": ReceiverConfig, "suppression": SuppressionConfig,
+          "adaptive": AdaptiveConfig}
+"""Nested configs whose options carry their field name as a prefix."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,44 +43,42 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "thought-anchors.com viewer JSON.")
     p.add_argument("--model", default=None, help="model name (default: smollm2-135m-instruct)")
     p.add_argument("--traces", required=True, help="traces JSONL (mechreason traces output)")
-    p.add_argument("--index", type=nonneg_int, default=0, help="which trace to analyse (default 0)")
-    p.add_argument("--rollouts", type=positive_int, default=16,
-                   help="rollouts per sentence (default 16)")
-    p.add_argument("--methods", default=None,
-                   help="comma-separated subset of resample,receivers,suppression (default: "
-                        "all three; resample with --backend vllm, whose rollouts it runs)")
     p.add_argument("--out", required=True, help="output directory (re-running resumes)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="rollout length cap")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="rollouts per batch")
-    p.add_argument("--no-forced", action="store_true", help="skip forced-answer rollouts")
-    p.add_argument("--receiver-traces", type=positive_int, default=None,
-                   help="traces used to choose receiver heads (default: all in the file)")
-    p.add_argument("--top-k", type=positive_int, default=20, help="receiver heads kept (default 20)")
-    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--methods", default=None, metavar="A,B,...",
+                   help=f"comma-separated subset of {','.join(METHODS)} (default: all three; "
+                        "resample alone with --backend vllm, whose rollouts it runs)")
+    add_config(p, AnchorsConfig, types=TYPES, skip={"methods", *NESTED, "resample"})
+    add_config(p, ResampleConfig, types=TYPES)
+    p.add_argument("--adaptive", dest="adaptive_on", action=argparse.BooleanOptionalAction,
+                   default=False,
                    help="stop resampling a sentence once its answer distribution is settled "
                         "(--rollouts is then the most it gets; default: off, see B8)")
-    p.add_argument("--tolerance", type=probability, default=0.1,
-                   help="adaptive: largest change of the answer distribution (total variation) "
-                        "over the last batch that counts as settled (default 0.1)")
-    p.add_argument("--adaptive-batch", type=positive_int, default=4,
-                   help="adaptive: rollouts added per round to an unsettled sentence (default 4)")
+    for name, cls in NESTED.items():  # receivers' seed is --seed, as the resampling's
+        add_config(p, cls, types=TYPES, prefix=name, skip={"seed"})
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run the rollouts on Ray workers: 'local' (this machine), 'auto' (the "
                         "cluster this machine joined) or a cluster address")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="Ray workers, each loading its own model (default 2)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> AnchorsConfig:
+    """The :class:`AnchorsConfig` the options describe."""
+    methods = args.methods or ("resample" if args.backend == "vllm" else ",".join(METHODS))
+    return from_args(
+        AnchorsConfig, args, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        resample=from_args(ResampleConfig, args),
+        receivers=from_args(ReceiverConfig, args, prefix="receivers", seed=args.seed),
+        suppression=from_args(SuppressionConfig, args, prefix="suppression"),
+        adaptive=from_args(AdaptiveConfig, args, prefix="adaptive") if args.adaptive_on else None)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from mechreason.anchors.adaptive import AdaptiveConfig
-    from mechreason.anchors.analysis import AnchorsConfig, analyze, load_traces
-    from mechreason.anchors.receivers import ReceiverConfig
-    from mechreason.anchors.resampling import ResampleConfig
+    from mechreason.anchors.analysis import analyze, load_traces
     from mechreason.backends.base import check_ray_backend
     from mechreason.model.loading import load_model
     from mechreason.model.weights import DEFAULT_MODEL
@@ -64,16 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.validate import check_device, check_model_name
 
     vllm = args.backend == "vllm"
-    methods = args.methods or ("resample" if vllm else "resample,receivers,suppression")
-    cfg = AnchorsConfig(
-        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        index=args.index, receiver_traces=args.receiver_traces,
-        resample=ResampleConfig(rollouts=args.rollouts, max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, forced=not args.no_forced,
-                                seed=args.seed),
-        receivers=ReceiverConfig(top_k=args.top_k, seed=args.seed),
-        adaptive=AdaptiveConfig(tolerance=args.tolerance, batch=args.adaptive_batch,
-                                min_rollouts=2 * args.adaptive_batch) if args.adaptive else None)
+    cfg = config_from_args(args)
     check_model_name(args.model or DEFAULT_MODEL)
     check_device(args.device)
     check_out_dir(args.out)

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mechreason.cli._args import nonneg_int, positive_int
+from mechreason.cli._args import add_store_args, nonneg_int, positive_int
+from mechreason.cli._config import add_config, from_args
+from mechreason.sae.config import BehaviourConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,29 +19,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(Venhoff et al. 2025b); report example sentences, overlap "
                                    "with the rule-based labels, and one steerable direction per "
                                    "cluster.")
-    p.add_argument("--acts", required=True, help="capture directory of trace records")
-    p.add_argument("--n-clusters", type=positive_int, required=True)
+    add_store_args(p, acts="capture directory of trace records",
+                   input_file="the capture's input file, to print sentences (only for a store "
+                              "that keeps no token ids)")
     p.add_argument("--hook", default=None, help="hook in the store (default: its only one)")
-    p.add_argument("--method", default="sae", choices=["sae", "kmeans"])
-    p.add_argument("--k", type=positive_int, default=3,
-                   help="active latents per sentence (sae method)")
-    p.add_argument("--phase", default="reasoning", help="sentence phase to use, or 'all'")
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--input", default=None, help="the capture's input file, to print sentences "
-                                                 "(only for a store that keeps no token ids)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--out", required=True, help="output directory")
+    add_config(p, BehaviourConfig, types={
+        "n_clusters": positive_int, "k": positive_int, "epochs": positive_int,
+        "seed": nonneg_int, "n_examples": positive_int,
+        "phase": lambda text: None if text == "all" else text})
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.activations import ActivationStore
     from mechreason.errors import MechReasonError, unknown
-    from mechreason.sae.behaviours import BehaviourConfig
-
-    cfg = BehaviourConfig(n_clusters=args.n_clusters, method=args.method, k=args.k,
-                          phase=None if args.phase == "all" else args.phase, seed=args.seed)
     from mechreason.outputs import check_out_dir, output_lock
+
+    cfg = from_args(BehaviourConfig, args)
 
     check_out_dir(args.out)
     store = ActivationStore(args.acts)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mechreason.cli._args import add_model_arg, nonneg_int
 from mechreason.cli._config import add_config, from_args
@@ -25,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mechreason.artifacts import artifact_path
     from mechreason.report.demo import run_demo
 
     cfg = from_args(DemoConfig, args)
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     for name, rec in summary["stages"].items():
         secs = f"{rec['seconds']:.1f}s" if "seconds" in rec else ""
         print(f"  {name:<11} {rec['status']:<14} {secs:>8}  {rec.get('reason', '')}")
-    print(f"summary: {Path(args.out) / 'summary.json'}")
-    print(f"report:  {Path(args.out) / 'report.html'}")
+    print(f"summary: {artifact_path(args.out, 'summary')}")
+    print(f"report:  {artifact_path(args.out, 'report')}")
     failed = [n for n, r in summary["stages"].items() if r["status"] == "failed"]
     return 1 if failed else 0

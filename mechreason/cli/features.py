@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from mechreason.cli._args import positive_int
+from mechreason.cli._args import add_store_args, positive_int
+from mechreason.cli._config import add_config, from_args
+from mechreason.sae.config import FeaturesConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,15 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "'reason' (ReasonScore on reasoning words; Galichin et al. "
                                    "2025). Reports top activations and the logit lens.")
     p.add_argument("--sae", required=True, help="SAELens folder")
-    p.add_argument("--acts", required=True, help="capture directory (token rows)")
-    p.add_argument("--score", required=True, choices=["contrast", "reason"])
-    p.add_argument("--input", default=None, help="the capture's input file, for a store "
-                                                 "written before stores kept token ids")
-    p.add_argument("--span", default="first-generated", choices=["first-generated", "generated"],
-                   help="contrast positions (default: %(default)s)")
-    p.add_argument("--top", type=positive_int, default=20, help="latents to report")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--out", required=True, help="output directory")
+    add_store_args(p, acts="capture directory (token rows)",
+                   input_file="the capture's input file, for a store written before stores "
+                              "kept token ids")
+    add_config(p, FeaturesConfig, types={"top": positive_int})
     p.set_defaults(func=run)
 
 
@@ -36,14 +33,14 @@ def run(args: argparse.Namespace) -> int:
     from mechreason.sae.features import rank_features_to
     from mechreason.sae.io import check_sae_fits, load_sae
 
+    cfg = from_args(FeaturesConfig, args)
     check_out_dir(args.out)
     sae, store = load_sae(args.sae), ActivationStore(args.acts)
     hook = check_sae_fits(sae, store)
     with output_lock(args.out):
         model = load_model(store.cfg["model"], device=args.device)
-        res = rank_features_to(Path(args.out), sae, store, hook, model, score=args.score,
-                               span=args.span, top=args.top, input_file=args.input,
-                               sae_path=str(args.sae))
+        res = rank_features_to(Path(args.out), sae, store, hook, model, cfg,
+                               input_file=args.input, sae_path=str(args.sae))
     print(json.dumps({"score": args.score, **res["extra"],
                       "top": [(e["latent"], f"{e['score']:.5f}") for e in res["top"][:10]]},
                      indent=1))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mechreason.cli._config import add_config, from_args
+from mechreason.report.html import ReportConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,22 +19,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "links to the raw artifacts, and a 'not run / missing' note for each "
                     "absent stage.")
     p.add_argument("run_dir", help="run directory (e.g. the --out of `mechreason demo`)")
-    p.add_argument("--out", default=None, help="output HTML file (default: RUN_DIR/report.html)")
-    p.add_argument("--figures", default=None, metavar="DIR",
-                   help="also save every figure as standalone HTML (and PNG when kaleido and "
-                        "a Chromium are installed) into DIR")
-    p.add_argument("--title", default="mechreason report", help="page title")
+    add_config(p, ReportConfig, skip={"run_dir"})
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mechreason.outputs import check_out_file
-    from mechreason.report.html import ReportConfig, build_report
+    from mechreason.report.html import build_report
 
     if args.out:
         check_out_file(args.out)
-    cfg = ReportConfig(run_dir=Path(args.run_dir), out=Path(args.out) if args.out else None,
-                       figures_dir=Path(args.figures) if args.figures else None, title=args.title)
+    cfg = from_args(ReportConfig, args, run_dir=Path(args.run_dir))
     out, sections = build_report(cfg)
     for s in sections:
         print(f"  {s.key:<11} {s.status:<14} {s.reason}")

@@ -14,7 +14,7 @@ from mechreason.cli._args import (
     unit_interval,
 )
 from mechreason.cli._config import add_config, from_args
-from mechreason.sae.config import TrainConfig
+from mechreason.sae.config import EvalConfig, TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,10 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--input", default=None, help="the capture's input file (texts or traces), "
                                                  "for loss recovered when the store keeps no "
                                                  "token ids (older stores)")
-    e.add_argument("--max-items", type=positive_int, default=64, help="items for loss recovered")
-    e.add_argument("--max-length", type=positive_int, default=256, help="tokens per item for loss")
-    e.add_argument("--all-rows", action="store_true",
-                   help="use every row, not only the items held out from training")
+    add_config(e, EvalConfig, types={"max_items": positive_int, "max_length": positive_int})
     e.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     e.add_argument("--out", default=None, help="where to write eval.json (default: --sae)")
     e.set_defaults(func=run_eval)
@@ -80,9 +77,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from mechreason.sae.io import load_sae
     from mechreason.sae.pipeline import evaluate_on_store
 
-    res = evaluate_on_store(load_sae(args.sae), ActivationStore(args.acts), sae_dir=args.sae,
-                            out=args.out, all_rows=args.all_rows, input_file=args.input,
-                            max_items=args.max_items, max_length=args.max_length,
-                            device=args.device)
+    res = evaluate_on_store(load_sae(args.sae), ActivationStore(args.acts),
+                            from_args(EvalConfig, args), sae_dir=args.sae, out=args.out,
+                            input_file=args.input, device=args.device)
     print(json.dumps(res, indent=1))
     return 0

@@ -55,7 +55,7 @@ def _warn_large(alphas: tuple[float, ...], vector: str | None) -> None:
         from mechreason.artifacts import artifact_path, read_json
 
         side = artifact_path(vector, "direction_json")
-        info = read_json(side, "direction.json") if side.is_file() else {}
+        info = read_json(side, side.name) if side.is_file() else {}
         norms = info.get("norms") if isinstance(info, dict) else None
         norm = max(norms) if isinstance(norms, list) and norms else None
     added = f"a vector of norm {abs(big[0]) * norm:.3g}" if norm else "a large vector"

@@ -6,15 +6,13 @@ import argparse
 import contextlib
 from typing import Any
 
-from mechreason.cli._args import nonneg_int, positive_int, probability, temperature
+from mechreason.cli._args import difficulty, nonneg_int, positive_int, probability, temperature
 from mechreason.cli._config import add_config, from_args
 from mechreason.model.engine import SamplingConfig
+from mechreason.traces.config import TracesConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mechreason.traces.prompts import STYLES
-    from mechreason.traces.tasks import DIFFICULTIES, TASKS
-
     p = sub.add_parser(
         "traces", help="generate reasoning traces on problems (JSONL, resumable)",
         description="Put problems to a model in a prompt style, grade the answers, split "
@@ -22,19 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "JSON record per trace to --out. Re-running skips finished ids. "
                     "Schema: docs/traces.md.")
     p.add_argument("--model", default=None, help="model name (default: smollm2-135m-instruct)")
-    p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--data-file", default=None,
-                   help="GSM8K/MATH JSONL (MATH: or a directory of JSON); default: the hub")
-    p.add_argument("--n", type=positive_int, default=20, help="number of problems")
-    p.add_argument("--style", default="cot", help=f"prompt style: {', '.join(STYLES)}")
     p.add_argument("--out", required=True, help="traces JSONL (appended to)")
-    p.add_argument("--difficulty", type=int, default=None, choices=DIFFICULTIES)
+    add_config(p, TracesConfig, types={"n": positive_int, "difficulty": difficulty})
     add_config(p, SamplingConfig, skip={"stop"}, types={
         "max_new_tokens": positive_int, "temperature": temperature, "top_p": probability,
         "seed": nonneg_int, "batch_size": positive_int})  # --seed also picks the problems
-    p.add_argument("--labeller", default="rules", choices=["rules", "llm-judge"])
-    p.add_argument("--drop-tail", action="store_true",
-                   help="drop an unterminated last sentence (Thought Anchors' choice)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="the model's dtype (and vLLM's, with --backend vllm)")
@@ -66,15 +56,16 @@ def run(args: argparse.Namespace) -> int:
         from mechreason.backends.vllm_backend import require_python
 
         require_python()
-    style = get_style(args.style)
+    cfg = from_args(TracesConfig, args)
+    style = get_style(cfg.style)
     sampling = from_args(SamplingConfig, args)
-    problems = make_problems(args.task, args.n, seed=args.seed, difficulty=args.difficulty,
-                             data_file=args.data_file)
+    problems = make_problems(cfg.task, cfg.n, seed=sampling.seed, difficulty=cfg.difficulty,
+                             data_file=cfg.data_file)
     if args.ray:
-        return _run_ray(args, style.name, sampling, problems)
+        return _run_ray(args, cfg, style.name, sampling, problems)
     with output_lock(args.out, is_dir=False), contextlib.ExitStack() as stack:
         model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
-        labeller = get_labeller(args.labeller, model)
+        labeller = get_labeller(cfg.labeller, model)
         kw = {}
         if args.backend == "vllm":
             from mechreason.backends.vllm_backend import VLLMBackend
@@ -83,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             backend = stack.enter_context(VLLMBackend(model, dtype=args.dtype))
             kw["generate_fn"] = iter_generate_via(backend)
         records = run_traces(model, problems, args.out, style=style.name, sampling=sampling,
-                             labeller=labeller, keep_tail=not args.drop_tail, progress=True,
+                             labeller=labeller, keep_tail=not cfg.drop_tail, progress=True,
                              **kw)
     print(f"{len(records)} traces in {args.out}")
     print(format_summary(summarize(records)))
@@ -91,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_ray(args: argparse.Namespace, style: str, sampling: Any, problems: list) -> int:
+def _run_ray(args: argparse.Namespace, cfg: TracesConfig, style: str, sampling: Any,
+             problems: list) -> int:
     from mechreason.model.weights import DEFAULT_MODEL
     from mechreason.scale.traces import run_traces_ray
     from mechreason.scale.workers import ModelSpec
@@ -99,8 +91,8 @@ def _run_ray(args: argparse.Namespace, style: str, sampling: Any, problems: list
 
     spec = ModelSpec(args.model or DEFAULT_MODEL, device=args.device or "cpu", dtype=args.dtype)
     records = run_traces_ray(spec, problems, args.out, style=style, sampling=sampling,
-                             address=args.ray, workers=args.workers, labeller=args.labeller,
-                             keep_tail=not args.drop_tail)
+                             address=args.ray, workers=args.workers, labeller=cfg.labeller,
+                             keep_tail=not cfg.drop_tail)
     print(f"{len(records)} traces in {args.out}")
     print(format_summary(summarize(records)))
     return 0

@@ -114,9 +114,9 @@ def _read_direction_dir(root: Path) -> tuple[dict[str, Tensor], dict[str, Any], 
         raise MechReasonError(f"{str(root)!r} is not a direction directory (no {path.name})")
     tensors = load_tensors(path, "direction")
     side = artifact_path(root, "direction_json")
-    info = read_json(side, "direction.json") if side.is_file() else {}
+    info = read_json(side, side.name) if side.is_file() else {}
     if not isinstance(info, dict):
-        raise MechReasonError(f"{str(side)!r} is not a direction.json object")
+        raise MechReasonError(f"{str(side)!r} is not a direction-info object")
     return tensors, info, path
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mechreason import artifacts as A
 from mechreason.artifacts import read_json, write_json
 from mechreason.errors import MechReasonError
 from mechreason.progress import bar, live
@@ -60,7 +61,7 @@ class _Run:
     def records(self) -> list[dict[str, Any]]:
         from mechreason.traces.run import read_traces
 
-        return read_traces(self.out / "traces" / "traces.jsonl")
+        return read_traces(self.out / "traces" / A.TRACES_JSONL)
 
 
 # --- stages: each returns key figures for summary.json, or raises ----------------
@@ -71,7 +72,7 @@ def stage_traces(run: _Run) -> dict[str, Any]:
     from mechreason.stats import wilson
     from mechreason.traces.run import run_traces
 
-    path = run.out / "traces" / "traces.jsonl"
+    path = run.out / "traces" / A.TRACES_JSONL
     path.parent.mkdir(parents=True, exist_ok=True)
     figs: dict[str, Any] = {}
     for style, n_tok in (("cot", run.sizes.cot_tokens), ("direct", run.sizes.direct_tokens)):
@@ -91,7 +92,7 @@ def stage_acts(run: _Run) -> dict[str, Any]:
     # Every position: the direction reads the last prompt token, the SAE the generated ones.
     cfg = CaptureConfig(hooks=("blocks.*.hook_resid_post",), positions="all", dtype="float16")
     # capture draws its own tqdm bar: on a terminal only, so a log file stays clean
-    store = capture(run.model, run.out / "traces" / "traces.jsonl", cfg, run.out / "acts",
+    store = capture(run.model, run.out / "traces" / A.TRACES_JSONL, cfg, run.out / "acts",
                     progress=run.cfg.progress and live())
     return {"captured_vectors": len(store), "captured_hooks": len(store.hooks)}
 
@@ -130,7 +131,7 @@ def stage_directions(run: _Run) -> dict[str, Any]:
     cfg2 = DirectionsConfig(acts=(acts,), contrast="style=cot:direct", aggregate="last-prompt",
                             seed=run.cfg.seed, min_problems=small)
     res2 = compute_directions(cfg2)
-    write_json(out / "sweeps.json", {"primary": primary, "cot_vs_direct": {
+    write_json(out / A.SWEEPS_JSON, {"primary": primary, "cot_vs_direct": {
         "caveat": COT_VS_DIRECT_CAVEAT, "dir": COT_VS_DIRECT}})
     save_result(out / COT_VS_DIRECT, cfg2, res2)  # last: its file marks the stage done
     return figs | _best_figures(res2.directions, "cot_vs_direct_") | {
@@ -164,11 +165,11 @@ def stage_sae(run: _Run) -> dict[str, Any]:
     records = {r["id"]: r for r in run.records()}
     s = rank_features(run.model, sae, store, records, run.out / "sae", hook=hook,
                       source=f"{folder} {run.cfg.sae_id or ''}".strip())
-    trained = Path(folder) / "training.json"  # a mechreason-trained SAE's curves, for the report
+    trained = Path(folder) / A.SAE_TRAINING_JSON  # a mechreason-trained SAE's curves, for the report
     if trained.is_file():
         from mechreason.artifacts import atomic_path
 
-        with atomic_path(run.out / "sae" / "training.json") as tmp:
+        with atomic_path(run.out / "sae" / A.SAE_TRAINING_JSON) as tmp:
             tmp.write_bytes(trained.read_bytes())
     top = s["features"][0]
     return {"sae": f"{folder} {run.cfg.sae_id or ''}".strip(), "top_latent": top["latent"], "top_latent_score": top["score"],
@@ -189,7 +190,7 @@ def stage_steering(run: _Run) -> dict[str, Any]:
                       seed=run.cfg.seed, batch_size=8, kl_texts=min(8, sz.steer_prompts))
     out = run.out / "steering"
     run_experiment(cfg, out, progress=run.cfg.progress, model=run.model)
-    dose = arms_as_dose_response(read_json(out / "summary.json"))
+    dose = arms_as_dose_response(read_json(out / A.SUMMARY_JSON))
     tok = dose["metrics"]["generated tokens"]
     figs = {"steering_hook": hook, "steering_max_coef": dose["coefs"][-1],
             "steered_tokens_at_max_coef": tok["steered"]["mean"][-1],
@@ -236,7 +237,7 @@ def stage_anchors(run: _Run) -> dict[str, Any]:
         most = max((r["n_sentences"] for r in cot), default=0)
         raise _Skip(f"thought anchors need a cot trace of 2 or more sentences; the longest has {most}")
     # Longest traces first: index 0 is analysed, the first few choose receiver heads.
-    traces = sorted((t for t in load_traces(run.model, run.out / "traces" / "traces.jsonl") if t.id in cot_ids),
+    traces = sorted((t for t in load_traces(run.model, run.out / "traces" / A.TRACES_JSONL) if t.id in cot_ids),
                     key=lambda t: (-t.n, t.id))
     sz = run.sizes
     rcfg = ReceiverConfig(top_k=min(20, run.model.n_layers * run.model.n_heads // 4), seed=run.cfg.seed)
@@ -281,7 +282,7 @@ DONE_FILE = {"traces": "traces/traces.jsonl", "acts": "acts/cfg.json",
 
 def _write_summary(run: _Run, summary: dict[str, Any]) -> None:
     summary["figures"] = run.figures
-    write_json(run.out / "summary.json", summary)
+    write_json(run.out / A.SUMMARY_JSON, summary)
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -301,7 +302,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     run = _Run(cfg)
     run.out.mkdir(parents=True, exist_ok=True)
-    old = read_json(run.out / "summary.json") if (run.out / "summary.json").is_file() else {}
+    old = read_json(run.out / A.SUMMARY_JSON) if (run.out / A.SUMMARY_JSON).is_file() else {}
     sizes = dataclasses.asdict(cfg.sizes)
     if (old.get("model") not in (None, cfg.model)
             or old.get("sizes") not in (None, {**sizes, "coefs": list(cfg.sizes.coefs)})):

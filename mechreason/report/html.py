@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from mechreason import artifacts as A
 from mechreason.errors import MechReasonError
 from mechreason.report.stages import (
     RUN_SUMMARY,
@@ -32,7 +33,7 @@ from mechreason.report.stages import (
 
 log = logging.getLogger(__name__)
 
-REPORT_HTML = "report.html"
+REPORT_HTML = A.REPORT_HTML
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -131,7 +132,7 @@ def _run_header(run_dir: Path, summary: dict[str, Any]) -> str:
 def _first_meta(run_dir: Path) -> dict[str, Any]:
     for spec in STAGES.values():
         for d in spec.dirs:
-            p = run_dir / d / "meta.json"
+            p = run_dir / d / A.META_JSON
             if p.is_file():
                 try:
                     return dict(read_json_file(p))

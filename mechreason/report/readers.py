@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mechreason import artifacts as A
 from mechreason.errors import MechReasonError
 from mechreason.report import plots
 from mechreason.report.stages import (
@@ -28,9 +29,9 @@ def _layer(hook: str, fallback: int) -> int:
 
 
 def read_traces(sec: Section, root: Path) -> None:
-    recs = read_jsonl(root / "traces.jsonl")
+    recs = read_jsonl(root / A.TRACES_JSONL)
     if not recs:
-        raise MechReasonError(f"{str(root / 'traces.jsonl')!r} holds no traces")
+        raise MechReasonError(f"{str(root / A.TRACES_JSONL)!r} holds no traces")
     by_style: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:
         by_style[str(r.get("style"))].append(r)
@@ -64,15 +65,15 @@ def read_acts(sec: Section, root: Path) -> None:
 def read_directions(sec: Section, root: Path) -> None:
     """The primary sweep (``direction.json``), then the demo's cot-vs-direct sweep
     (``cot_vs_direct/``) with the caveat from ``sweeps.json`` printed beside it."""
-    sweeps = read_json_file(root / "sweeps.json") if (root / "sweeps.json").is_file() else {}
+    sweeps = read_json_file(root / A.SWEEPS_JSON) if (root / A.SWEEPS_JSON).is_file() else {}
     primary = sweeps.get("primary") or {}
-    if (root / "direction.json").is_file():
+    if (root / A.DIRECTION_JSON).is_file():
         _read_sweep(sec, root, note=str(primary.get("contrast", "")))
     else:
         sec.numbers.append(Number(name="primary sweep", value=primary.get("status", "missing"),
                                   note=str(primary.get("reason", ""))))
     second = root / "cot_vs_direct"
-    if (second / "direction.json").is_file():
+    if (second / A.DIRECTION_JSON).is_file():
         caveat = str((sweeps.get("cot_vs_direct") or {}).get("caveat", ""))
         _read_sweep(sec, second, prefix="cot vs direct (second sweep): ", note=caveat)
         sec.numbers.append(Number(name="cot vs direct: caveat", value="by construction",
@@ -80,7 +81,7 @@ def read_directions(sec: Section, root: Path) -> None:
 
 
 def _read_sweep(sec: Section, root: Path, *, prefix: str = "", note: str = "") -> None:
-    d = read_json_file(root / "direction.json")
+    d = read_json_file(root / A.DIRECTION_JSON)
     rows = d.get("metrics") or []
     if not rows:
         raise MechReasonError("direction.json has no 'metrics' (the layer sweep)")
@@ -125,10 +126,10 @@ def ranking_as_features(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_sae(sec: Section, root: Path) -> None:
-    if (root / "features.json").is_file():
-        f = read_json_file(root / "features.json")
+    if (root / A.FEATURES_JSON).is_file():
+        f = read_json_file(root / A.FEATURES_JSON)
     else:
-        f = ranking_as_features(read_json_file(root / "ranking.json"))
+        f = ranking_as_features(read_json_file(root / A.RANKING_JSON))
     feats = f.get("features") or []
     if feats:
         sec.figures.append(plots.feature_ranking(
@@ -143,7 +144,7 @@ def read_sae(sec: Section, root: Path) -> None:
     for x in feats[:5]:
         sec.numbers.append(Number(name=f"latent {x['latent']} {f.get('score_name', 'score')}",
                                   value=x["score"], lo=x.get("lo"), hi=x.get("hi")))
-    train = root / "training.json"
+    train = root / A.SAE_TRAINING_JSON
     if train.is_file():
         trained = read_json_file(train)
         hist = trained.get("history") or []
@@ -208,7 +209,7 @@ def arms_as_dose_response(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_steering(sec: Section, root: Path) -> None:
-    s = read_json_file(root / "summary.json")
+    s = read_json_file(root / A.SUMMARY_JSON)
     if "arms" in s:
         s = arms_as_dose_response(s)
     coefs = s["coefs"]
@@ -233,7 +234,7 @@ def read_steering(sec: Section, root: Path) -> None:
 
 
 def read_anchors(sec: Section, root: Path) -> None:
-    t = read_json_file(root / "table.json")
+    t = read_json_file(root / A.ANCHORS_TABLE_JSON)
     rows = t.get("rows") or []
     sec.snippets.append(_trace_view(root))
     col = next((c for c in IMPORTANCE_COLUMNS if rows and c in rows[0]), None)
@@ -251,7 +252,7 @@ def read_anchors(sec: Section, root: Path) -> None:
         sec.numbers.append(Number(name=f"Spearman {c.get('a')} vs {c.get('b')}", value=c.get("rho"),
                                   lo=c.get("ci_lo"), hi=c.get("ci_hi"), note=f"n={c.get('n')}"))
     sec.numbers.append(Number(name="sentences", value=len(rows)))
-    rec = root / "receivers.json"
+    rec = root / A.RECEIVERS_JSON
     if rec.is_file():
         r = read_json_file(rec)
         if r.get("kurtosis") is not None:
@@ -260,13 +261,13 @@ def read_anchors(sec: Section, root: Path) -> None:
         if rel:
             sec.numbers.append(Number(name="receiver kurtosis split-half r", value=rel.get("r_mean"),
                                       lo=rel.get("r_lo"), hi=rel.get("r_hi")))
-    sup = root / "suppression.safetensors"
+    sup = root / A.SUPPRESSION_FILE
     if sup.is_file():
         from safetensors.torch import load_file
 
         sec.figures.append(plots.suppression_matrix(load_file(str(sup))["matrix"],
                                                     title="Attention suppression (mean log-KL)"))
-    cfg = root / "cfg.json"
+    cfg = root / A.CFG_JSON
     sec.config = read_json_file(cfg) if cfg.is_file() else {}
 
 

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mechreason import artifacts as A
 from mechreason.errors import MechReasonError
 
 
@@ -37,19 +38,21 @@ class StageFiles:
 # One place for every file the report reads (docs/report.md documents their schemas).
 STAGES: dict[str, StageFiles] = {
     "traces": StageFiles(title="Traces: cot vs direct", dirs=("traces",),
-                         required=("traces.jsonl",)),
-    "acts": StageFiles(title="Captured activations", dirs=("acts",), required=("cfg.json",)),
+                         required=(A.TRACES_JSONL,)),
+    "acts": StageFiles(title="Captured activations", dirs=("acts",), required=(A.CFG_JSON,)),
     "directions": StageFiles(title="Direction and layer sweep", dirs=("directions",),
-                             required=("direction.json|cot_vs_direct/direction.json",),
-                             optional=("meta.json", "sweeps.json")),
+                             required=(f"{A.DIRECTION_JSON}|cot_vs_direct/{A.DIRECTION_JSON}",),
+                             optional=(A.META_JSON, A.SWEEPS_JSON)),
     "sae": StageFiles(title="SAE reasoning features", dirs=("sae", "features"),
-                      required=("features.json|ranking.json",), optional=("training.json",)),
+                      required=(f"{A.FEATURES_JSON}|{A.RANKING_JSON}",),
+                      optional=(A.SAE_TRAINING_JSON,)),
     "steering": StageFiles(title="First-token steering", dirs=("steering",),
-                           required=("summary.json",)),
-    "anchors": StageFiles(title="Thought anchors", dirs=("anchors",), required=("table.json",),
-                          optional=("view.html", "receivers.json", "suppression.safetensors")),
+                           required=(A.SUMMARY_JSON,)),
+    "anchors": StageFiles(title="Thought anchors", dirs=("anchors",),
+                          required=(A.ANCHORS_TABLE_JSON,),
+                          optional=(A.VIEW_HTML, A.RECEIVERS_JSON, A.SUPPRESSION_FILE)),
 }
-RUN_SUMMARY = "summary.json"
+RUN_SUMMARY = A.SUMMARY_JSON
 """Run-level file (written by ``mechreason demo``): model, per-stage status, key figures."""
 IMPORTANCE_COLUMNS = ("counterfactual_kl_laplace", "counterfactual_kl", "resampling_kl",
                       "forced_importance_kl", "suppression_out", "receiver_score")
@@ -144,5 +147,5 @@ def read_stage(run_dir: Path, key: str, run_summary: dict[str, Any]) -> Section:
     if stage.get("note"):
         sec.reason = str(stage["note"])
     names = [alt for f in spec.required for alt in f.split("|")]
-    sec.links = _links(root, (*names, *spec.optional, "cfg.json", "meta.json"))
+    sec.links = _links(root, (*names, *spec.optional, A.CFG_JSON, A.META_JSON))
     return sec

@@ -9,47 +9,18 @@ the mean over all sentences (difference of means, as in Venhoff et al. 2025a).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from mechreason.errors import MechReasonError, unknown
-
-METHODS = ("sae", "kmeans")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class BehaviourConfig:
-    """How to cluster sentences into behaviours."""
-
-    n_clusters: int = 10
-    """Clusters (SAE latents or k-means centres); Venhoff et al. use 5 to 50."""
-    method: Literal["sae", "kmeans"] = "sae"
-    """``sae``: a small top-k SAE; ``kmeans``: spherical k-means."""
-    k: int = 3
-    """Active latents per sentence for the SAE method."""
-    phase: str | None = "reasoning"
-    """Only sentences of this phase (None: every sentence)."""
-    epochs: int = 30
-    """SAE training passes over the sentences."""
-    seed: int = 0
-    """Seeds the SAE or the k-means initialisation."""
-    n_examples: int = 5
-    """Example sentences reported per cluster."""
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise unknown("clustering method", self.method, METHODS)
-        if self.n_clusters < 2 or not 1 <= self.k <= self.n_clusters:
-            raise MechReasonError(f"need n_clusters >= 2 and 1 <= k <= n_clusters, got "
-                                  f"{self.n_clusters}, {self.k}")
+from mechreason.errors import MechReasonError
+from mechreason.sae.config import BehaviourConfig
 
 
 def sentence_activations(store: Any, hook: str, *, phase: str | None = "reasoning"

@@ -28,6 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechreason.errors import MechReasonError
+from mechreason.sae.config import FeaturesConfig
 from mechreason.sae.model import SparseAutoencoder
 
 REASON_WORDS = ("wait", "hmm", "alternatively", "maybe", "perhaps", "let me", "therefore",
@@ -330,15 +331,16 @@ def logit_lens(sae: SparseAutoencoder, model: Any, latents: Sequence[int], *, n:
     return out
 
 
-def rank_features_to(out: Path, sae: Any, store: Any, hook: str, model: Any, *, score: str,
-                     span: str = "first-generated", top: int = 20,
-                     input_file: str | None = None, sae_path: str | None = None
-                     ) -> dict[str, Any]:
-    """``mechreason features``: rank latents by ``score`` (``contrast``: He et al. with a
-    held-out half; ``reason``: ReasonScore), with each top latent's top activations and
-    logit lens; writes ``scores.safetensors``, ``ranking.json``, ``cfg.json`` and
+def rank_features_to(out: Path, sae: Any, store: Any, hook: str, model: Any,
+                     cfg: FeaturesConfig, *, input_file: str | None = None,
+                     sae_path: str | None = None) -> dict[str, Any]:
+    """``mechreason features``: rank latents by ``cfg.score`` (``contrast``: He et al.
+    with a held-out half; ``reason``: ReasonScore), with each top latent's top activations
+    and logit lens; writes ``scores.safetensors``, ``ranking.json``, ``cfg.json`` and
     ``meta.json`` into ``out``. Returns ``{"extra": ..., "top": ranking}``."""
     from mechreason.artifacts import artifact_path, save_tensors, write_json, write_meta
+
+    score, span, top = cfg.score, cfg.span, cfg.top
 
     tokens = store.token_ids(model, input_file)
     if score == "reason" and not tokens:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mechreason.errors import MechReasonError, unknown
-from mechreason.sae.config import TrainConfig
+from mechreason.sae.config import EvalConfig, TrainConfig
 
 
 def check_train_stores(stores: Sequence[Any], hook: str, holdout: float) -> None:
@@ -73,13 +73,16 @@ def train_from_stores(stores: Sequence[Any], hook: str, cfg: TrainConfig, out: s
     return extra
 
 
-def evaluate_on_store(sae: Any, store: Any, *, sae_dir: str | Path, out: str | Path | None = None,
-                      all_rows: bool = False, input_file: Any = None, max_items: int = 64,
-                      max_length: int = 256, device: str | None = None) -> dict[str, Any]:
+def evaluate_on_store(sae: Any, store: Any, cfg: EvalConfig | None = None, *,
+                      sae_dir: str | Path, out: str | Path | None = None,
+                      input_file: Any = None, device: str | None = None) -> dict[str, Any]:
     """``mechreason sae eval``: reconstruction metrics on the store's rows (only the items
-    held out from training when the SAE was trained on this store, unless ``all_rows``)
-    and, where the token ids are known, loss recovered on up to ``max_items`` of those
-    items; writes ``eval.json`` into ``out`` (default: the SAE folder)."""
+    held out from training when the SAE was trained on this store, unless
+    ``cfg.all_rows``) and, where the token ids are known, loss recovered on up to
+    ``cfg.max_items`` of those items; writes ``eval.json`` into ``out`` (default: the SAE
+    folder)."""
+    cfg = cfg or EvalConfig()
+    all_rows, max_items, max_length = cfg.all_rows, cfg.max_items, cfg.max_length
     from mechreason.artifacts import artifact_path, read_json, write_json
     from mechreason.sae.evaluate import (
         loss_recovered,

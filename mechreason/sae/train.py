@@ -28,7 +28,6 @@ from mechreason.sae.config import TrainConfig
 from mechreason.sae.model import SAEConfig, SparseAutoencoder, auxk_loss
 
 log = logging.getLogger(__name__)
-STATE_FILE = "train_state.pt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +231,7 @@ def train_sae(source: BatchSource, cfg: TrainConfig, out_dir: str | os.PathLike[
                         k=cfg.k if cfg.arch == "topk" else None, hook=hook, model=model_name)
     torch.manual_seed(cfg.seed)
     run = _Run(SparseAutoencoder(sae_cfg, seed=cfg.seed), cfg)
-    state_path = out / STATE_FILE
+    state_path = artifact_path(out, "sae_state")
     if state_path.is_file():
         from mechreason.artifacts import torch_load
 

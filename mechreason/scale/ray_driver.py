@@ -82,6 +82,19 @@ class _Worker:
         return fn(self._state)
 
 
+def _warn_if_short(cpus: float) -> bool:
+    """Warn (and say so) when the workers ask for more CPUs than the cluster has free:
+    Ray then starts only the workers that fit and the rest wait, which looks like a hang
+    on a machine whose CPUs are all taken (an autoscaling cluster may add nodes)."""
+    free = _ray().available_resources().get("CPU", 0.0)
+    if cpus <= free:
+        return False
+    log.warning("the workers need %g CPUs but the Ray cluster has %g free: the extra workers "
+                "wait for CPUs to free up (fewer --workers, or a bigger cluster, avoids the "
+                "wait)", cpus, free)
+    return True
+
+
 class Pool:
     """``workers`` Ray actors, each holding what ``setup(*args)`` built."""
 
@@ -90,6 +103,7 @@ class Pool:
         if workers < 1:
             raise MechReasonError(f"workers must be >= 1, got {workers}")
         ray = _ray()
+        _warn_if_short(workers * cpus_per_worker)
         self._cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(_Worker)
         self._spec = (setup, args)
         self.actors = [self._new() for _ in range(workers)]

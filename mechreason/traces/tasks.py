@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from mechreason.errors import MechReasonError, unknown
+from mechreason.traces.config import DIFFICULTIES, TASKS
 from mechreason.traces.grading import boxed_contents, normalize
 
-TASKS = ("arithmetic", "gsm8k", "math")
-DIFFICULTIES = (1, 2, 3, 4, 5)
+__all__ = ["DIFFICULTIES", "TASKS", "Problem", "make_problems", "load_gsm8k", "load_math"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
