@@ -14,8 +14,8 @@ import itertools
 import json
 from pathlib import Path
 
-from mechreason.artifacts import read_json
 from mechreason.activations import ActivationStore
+from mechreason.artifacts import read_json
 from mechreason.sae.evaluate import reconstruction_metrics, split_items, store_rows
 from mechreason.sae.io import load_sae
 

@@ -62,7 +62,6 @@ def main() -> None:
             f.write(json.dumps({"id": f"gsm{i}:plain", "style": "plain",
                                 "text": r["question"] + "\n" + sol}) + "\n")
     model = load_model("smollm2-135m-instruct", device="cpu")
-    tok = model.tokenizer
     path = out / "traces.jsonl"
     done = {json.loads(x)["id"] for x in path.read_text().splitlines()} if path.exists() else set()
     for style, (tmpl, max_new) in STYLES.items():
