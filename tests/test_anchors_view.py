@@ -222,3 +222,15 @@ def test_report_embeds_the_view(tmp_path):
     inner = html.unescape(frame.group(1))
     assert inner == render_view(view_data(tmp_path / "anchors"))
     assert f'href="anchors/{VIEW_HTML}"' in text
+
+
+def test_the_graded_importance_colours_the_page_when_present(tmp_path):
+    """A table with the Laplace-smoothed counterfactual KL (graded, never at a ceiling)
+    lists it first, so the page opens coloured by it rather than by the eps = 1e-9 KL."""
+    d = write_anchors_dir(tmp_path / "anchors")
+    table = json.loads((d / "table.json").read_text())
+    for r in table["rows"]:
+        r["counterfactual_kl_laplace"] = r["counterfactual_kl"] / 2
+    (d / "table.json").write_text(json.dumps(table))
+    metrics = [m for m, _ in view_data(d)["metrics"]]
+    assert metrics[:2] == ["counterfactual_kl_laplace", "counterfactual_kl"]

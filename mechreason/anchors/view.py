@@ -40,8 +40,9 @@ from mechreason.stats import wilson
 
 TOP_AFFECTED = 5
 """How many affected sentences the page lists per source sentence and matrix."""
-METRICS = {  # table column -> what the page calls it
-    "counterfactual_kl": "counterfactual importance (KL)",
+METRICS = {  # table column -> what the page calls it; the first present colours the page
+    "counterfactual_kl_laplace": "counterfactual importance (KL, Laplace-smoothed: graded)",
+    "counterfactual_kl": "counterfactual importance (KL, eps = 1e-9 as in the scripts)",
     "resampling_accuracy": "resampling importance (accuracy change)",
     "resampling_kl": "resampling importance (KL)",
     "counterfactual_accuracy": "counterfactual importance (accuracy change)",
