@@ -32,6 +32,8 @@ from mechreason.model.hooks import hooks_context
 
 if TYPE_CHECKING:
     import torch
+    from jaxtyping import Float
+    from torch import Tensor
 
     from mechreason.model.loading import Model
 
@@ -76,7 +78,8 @@ def _reduce(pattern: torch.Tensor, avg: torch.Tensor) -> torch.Tensor:
     return avg @ p @ avg.T  # (N, T) @ (H, T, T) @ (T, N)
 
 
-def sentence_attention(model: Model, trace: AnchorTrace) -> torch.Tensor:
+def sentence_attention(model: Model, trace: AnchorTrace
+                       ) -> Float[Tensor, "layer head query_sentence key_sentence"]:
     """(L, H, N, N) sentence-averaged attention, reduced layer by layer in hooks."""
     import torch
 
@@ -101,7 +104,8 @@ def _decoder_forward(model: Model, x: torch.Tensor) -> None:
     dec(input_ids=x, use_cache=False)
 
 
-def sentence_attention_reference(model: Model, trace: AnchorTrace) -> torch.Tensor:
+def sentence_attention_reference(model: Model, trace: AnchorTrace
+                                 ) -> Float[Tensor, "layer head query_sentence key_sentence"]:
     """The same, after keeping every layer's full (H, T, T) attention (memory-hungry)."""
     import torch
 
@@ -115,7 +119,8 @@ def sentence_attention_reference(model: Model, trace: AnchorTrace) -> torch.Tens
     return torch.stack([_reduce(p, avg).cpu() for p in kept])
 
 
-def vertical_scores(sent_attn: torch.Tensor, proximity_ignore: int = 4) -> np.ndarray:
+def vertical_scores(sent_attn: Float[Tensor, "layer head query_sentence key_sentence"],
+                    proximity_ignore: int = 4) -> np.ndarray:
     """(L, H, N) mean attention each key sentence receives from query sentences at
     least ``proximity_ignore`` later; NaN where there are none."""
     a = sent_attn.double().numpy()

@@ -34,6 +34,8 @@ from mechreason.model.hooks import hooks_context
 
 if TYPE_CHECKING:
     import torch
+    from jaxtyping import Float
+    from torch import Tensor
 
     from mechreason.model.loading import Model
 
@@ -57,11 +59,11 @@ class SuppressionConfig:
 class Suppression(NamedTuple):
     """Result of attention suppression over one trace (N sentences, T tokens)."""
 
-    matrix: torch.Tensor
+    matrix: Float[Tensor, "source target"]
     """(N, N): mean log-KL over target sentence j's tokens when i is masked; NaN for j <= i."""
-    mean_kl: torch.Tensor
+    mean_kl: Float[Tensor, "source target"]
     """(N, N): mean KL (not logged), NaN for j <= i."""
-    token_kl: torch.Tensor
+    token_kl: Float[Tensor, "source token"]
     """(N, T): KL at every token position when sentence i is masked: 0 before i (exactly:
     those tokens cannot see i), NaN inside i (not measured)."""
 

@@ -29,6 +29,8 @@ from mechreason.errors import MechReasonError
 
 if TYPE_CHECKING:
     import torch
+    from jaxtyping import Float, Int
+    from torch import Tensor
 
     from mechreason.model.loading import Model
 
@@ -197,7 +199,8 @@ def generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return gens
 
 
-def sample(logits: torch.Tensor, cfg: SamplingConfig, gens: Sequence[torch.Generator]) -> torch.Tensor:
+def sample(logits: Float[Tensor, "batch vocab"], cfg: SamplingConfig,
+           gens: Sequence[torch.Generator]) -> Int[Tensor, " batch"]:
     """One token per row of ``logits`` (B, V): argmax at temperature 0; else
     temperature, top-p, then Gumbel-max with each row's own generator (one draw of
     ``V`` uniforms per row per step)."""
@@ -257,7 +260,8 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, *, left: bool = True,
     return ids.to(device), mask.to(device)
 
 
-def left_pad(model: Model, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(model: Model, prompts: Sequence[Sequence[int]]
+             ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     """Left-padded (input_ids, attention_mask) on the model's device."""
     return pad_batch(prompts, model.pad_id, device=model.device)
 
