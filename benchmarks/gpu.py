@@ -20,17 +20,24 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import figure, interleaved, record
+from benchmarks.harness import RESULTS, figure, interleaved, record
 
 LLAMA_31_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                    num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                    vocab_size=128256, max_position_embeddings=8192, rms_norm_eps=1e-5,
                    rope_theta=500000.0, tie_word_embeddings=False)
 NAME = "random:llama-3.1-8b-shape"
+SMOKE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=16, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=8, vocab_size=512, max_position_embeddings=1024,
+             rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
+"""``--smoke DIR``: a tiny shape (16 layers: the B1 arms steer layer 15) on the CPU in
+float32, its figures written to DIR, so the suite checks this script's plumbing on a
+machine without a GPU (tests/test_harness.py). Its numbers mean nothing."""
 
 
-def model_8b():
-    """Llama-3.1-8B's shape, random bfloat16 weights built on the GPU."""
+def model_8b(smoke: bool = False):
+    """Llama-3.1-8B's shape, random bfloat16 weights built on the GPU (``smoke``: the
+    tiny shape, float32, on the CPU)."""
     import transformers
 
     from mechreason.model.loading import Model
@@ -39,25 +46,33 @@ def model_8b():
 
     tok = tiny_tokenizer(cache_root())
     cfg = transformers.LlamaConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                   pad_token_id=tok.pad_token_id, **LLAMA_31_8B)
+                                   pad_token_id=tok.pad_token_id,
+                                   **(SMOKE if smoke else LLAMA_31_8B))
     cfg.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cpu" if smoke else "cuda"):
+        torch.set_default_dtype(torch.float32 if smoke else torch.bfloat16)
         hf = transformers.LlamaForCausalLM(cfg).eval()
         torch.set_default_dtype(torch.float32)
     hf.generation_config.pad_token_id = tok.pad_token_id
     hf.generation_config.eos_token_id = None  # random weights: every row runs to its cap
-    return Model(name=NAME, hf=hf, tokenizer=tok, weights_hash=f"{NAME}:seed=0")
+    with torch.no_grad():  # greedy rows never pick the tokenizer's EOS (our engine stops on it)
+        hf.get_output_embeddings().weight[tok.eos_token_id].zero_()
+    name = "random:smoke-shape" if smoke else NAME
+    return Model(name=name, hf=hf, tokenizer=tok, weights_hash=f"{name}:seed=0")
 
 
-def engine_figures(model) -> None:
+def _device_name(model) -> str:
+    return torch.cuda.get_device_name(0) if model.device.type == "cuda" else "cpu"
+
+
+def engine_figures(model, out: Path = RESULTS, batches: tuple[int, ...] = (1, 32)) -> None:
     from benchmarks.bench_generation import measure
 
-    for fig in measure(model, ["B0", "B1a", "B1b"], batches=(1, 32), prefix="GPU-",
-                       sizes_extra={"model": NAME, "dtype": "bfloat16",
-                                    "device": torch.cuda.get_device_name(0)}):
-        record(fig, "bash benchmarks/gpu.sh")
+    for fig in measure(model, ["B0", "B1a", "B1b"], batches=batches, prefix="GPU-",
+                       sizes_extra={"model": model.name, "dtype": str(model.dtype),
+                                    "device": _device_name(model)}):
+        record(fig, "bash benchmarks/gpu.sh", out)
         print(fig.line(), flush=True)
 
 
@@ -103,12 +118,18 @@ def vllm_figure(model) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not torch.cuda.is_available():
+    smoke = "--smoke" in argv
+    if smoke:
+        out = Path(argv[argv.index("--smoke") + 1])
+        if "vllm" in argv:
+            print("benchmarks.gpu: --smoke runs the engine figures only", file=sys.stderr)
+            return 2
+    elif not torch.cuda.is_available():
         print("benchmarks.gpu: no CUDA device", file=sys.stderr)
         return 2
-    model = model_8b()
+    model = model_8b(smoke)
     if "engine" in argv:
-        engine_figures(model)
+        engine_figures(model, out, (1, 2)) if smoke else engine_figures(model)
     if "vllm" in argv:
         vllm_figure(model)
     return 0

@@ -64,3 +64,27 @@ def test_count_figure_needs_its_condition(tmp_path):
     assert "not measured" not in text
     record_count(fig(55, 0.96), "python -m benchmarks.run B8", out=tmp_path)
     assert "| <= 0.6 pass |" in report.render(report.load(tmp_path), ["B8"])
+
+
+def test_the_gpu_script_runs_its_engine_figures_on_a_tiny_shape(tmp_path):
+    """benchmarks/gpu.py cannot run here (no GPU), so its engine half runs on a tiny
+    random model on the CPU (--smoke): every figure is written with both arms' samples,
+    and every steered and unsteered row makes its full length (the random model must
+    never stop early, or the arms would do unequal work)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "engine", "--smoke",
+                          str(tmp_path)], cwd=Path(__file__).parent.parent, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    names = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert names == sorted(f"GPU-{f}-batch{b}.json" for f in ("B0", "B1a", "B1b") for b in (1, 2))
+    for p in tmp_path.glob("*.json"):
+        d = json.loads(p.read_text())
+        assert d["sizes"]["device"] == "cpu" and d["sizes"]["model"] == "random:smoke-shape"
+        assert all(len(v) == d["repeats"] for v in d["samples_wall_s"].values())
