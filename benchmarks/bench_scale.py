@@ -32,7 +32,7 @@ def b9() -> Figure:
     from mechreason.traces.tasks import make_problems
 
     spec = ModelSpec("smollm2-135m-instruct")
-    model = make_generator(spec)
+    model = make_generator(spec).model
     problems = make_problems("arithmetic", N, seed=0)
     cfg = SamplingConfig(max_new_tokens=TOKENS, temperature=0.0, batch_size=BATCH)
     connect("local", num_cpus=2)

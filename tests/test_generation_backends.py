@@ -172,17 +172,18 @@ def test_vllm_backend_refused_for_white_box_anchor_methods(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("cmd", ["traces", "anchors"])
-def test_ray_with_the_vllm_backend_is_refused_before_anything_runs(cmd, tmp_path, capsys,
-                                                                 monkeypatch):
-    monkeypatch.setenv("MECHREASON_VLLM_PYTHON", str(tmp_path / "no-python"))  # checked later
+def test_ray_with_vllm_checks_its_environment_before_starting_ray(cmd, tmp_path, capsys,
+                                                                  monkeypatch):
+    """Each Ray worker would start vLLM from its environment: a missing one is one line,
+    before Ray or a model starts (the run itself is tests/test_vllm.py's)."""
+    monkeypatch.setenv("MECHREASON_VLLM_PYTHON", str(tmp_path / "no-python"))
     traces = tmp_path / "t.jsonl"
     traces.write_text("")
     argv = (["traces", "--task", "arithmetic", "--n", "1", "--out", str(tmp_path / "o.jsonl")]
             if cmd == "traces" else ["anchors", "--traces", str(traces), "--out", str(tmp_path / "o")])
     rc = main([*argv, "--backend", "vllm", "--ray", "local"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1
-    assert "--ray local with --backend vllm is not supported" in err
+    assert rc == 2 and len(err.splitlines()) == 1 and "setup.sh --with-vllm" in err
 
 
 def test_vllm_backend_without_its_environment(tmp_path, capsys, monkeypatch):

@@ -158,3 +158,39 @@ def test_a_wrong_directory_is_refused_at_start(model, vllm, tmp_path):
     save_file(state, str(bad / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(MechReasonError, match="does not reproduce"):
         VLLMBackend(model, model_dir=bad).close()
+
+
+def test_ray_workers_with_their_own_vllm_equal_one_vllm_process(model, vllm, tmp_path):
+    """Rollouts on a Ray worker that runs its own vLLM engine (``--ray`` with ``--backend
+    vllm``) equal, record for record, the same rollouts through this process's vLLM
+    backend (seeds per request; same versions); the directory records vLLM as their
+    source, so a resume on our engine is refused."""
+    pytest.importorskip("ray")
+    import ray
+
+    from mechreason.anchors.embed import fallback_extract, fallback_grade
+    from mechreason.anchors.resampling import ResampleConfig, make_jobs, run_rollouts
+    from mechreason.anchors.trace import trace_from_ids
+    from mechreason.model.generation import generate
+    from mechreason.scale.ray_driver import connect
+    from mechreason.scale.rollouts import RayRunner
+    from mechreason.scale.workers import ModelSpec
+
+    prompt = _chat(model, "Tom has 3 apples and buys 5 more. How many does he have? "
+                          "Answer in two short sentences.")
+    [gen] = generate(model, [prompt], SamplingConfig(max_new_tokens=40))
+    trace = trace_from_ids(model, prompt, gen.ids)
+    cfg = ResampleConfig(rollouts=2, max_new_tokens=16, forced=False, batch_size=64)
+    jobs = make_jobs(model, trace, cfg)
+    kw = dict(extract=fallback_extract, grade=fallback_grade)
+    one = run_rollouts(model, trace, cfg, tmp_path / "one", backend=vllm, **kw)
+    connect("local", num_cpus=1)
+    try:
+        with RayRunner("local", ModelSpec(model.name, backend="vllm"), workers=1,
+                       shard_size=len(jobs), **kw) as runner:  # one shard: vLLM's batch as above
+            got = run_rollouts(model, trace, cfg, tmp_path / "ray", runner=runner, **kw)
+    finally:
+        ray.shutdown()
+    assert len(one) == len(jobs) and got == one
+    with pytest.raises(MechReasonError, match="vllm"):
+        run_rollouts(model, trace, cfg, tmp_path / "ray", **kw)  # our engine: refused

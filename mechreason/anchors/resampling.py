@@ -175,7 +175,9 @@ Emit = Callable[[dict[str, Any]], None]
 Runner = Callable[[AnchorTrace, ResampleConfig, list[Job], Emit], None]
 """``runner(trace, cfg, jobs, emit)``: run ``jobs`` and pass each graded record to ``emit``
 (in this process: :func:`local_runner`; over Ray workers:
-:class:`mechreason.scale.rollouts.RayRunner`)."""
+:class:`mechreason.scale.rollouts.RayRunner`). A runner whose rollouts come from another
+backend than our engine says so in a ``backend_name`` attribute (the resume check
+records it)."""
 
 
 def local_runner(model, *, extract: Extractor, grade: Grader,
@@ -213,7 +215,9 @@ def run_rollouts(model, trace: AnchorTrace, cfg: ResampleConfig, out_dir: str | 
     A directory's rollouts all come from one backend (a resume on another is refused)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, cfg, trace, backend.name if backend is not None else "engine")
+    source = (backend.name if backend is not None
+              else getattr(runner, "backend_name", "engine"))  # a Ray runner's workers' backend
+    _check_resume(out, cfg, trace, source)
     path = out / ROLLOUTS_JSONL
     _drop_torn_tail(path)
     done = read_rollouts(path)

@@ -106,14 +106,6 @@ def require_hooks(backend: GenerationBackend | str, what: str) -> None:
             "run it without --backend vllm (on mechreason's own engine)")
 
 
-def check_ray_backend(ray: str | None, backend: str | None) -> None:
-    """Refuse Ray sharding on a black-box backend: Ray workers run mechreason's own engine
-    (each loads its own model); a vLLM worker per Ray worker is not built yet."""
-    if ray and backend == "vllm":
-        raise MechReasonError(f"--ray {ray} with --backend vllm is not supported yet: Ray "
-                              "workers run mechreason's own engine; use one or the other")
-
-
 def check_requests(requests: Sequence[Request]) -> None:
     """Refuse empty prompts and out-of-range seeds with one line."""
     for i, r in enumerate(requests):

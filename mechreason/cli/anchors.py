@@ -79,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from mechreason.anchors.analysis import analyze, load_traces
-    from mechreason.backends.base import check_ray_backend
     from mechreason.model.loading import load_model
     from mechreason.model.weights import DEFAULT_MODEL
     from mechreason.outputs import check_out_dir, output_lock
@@ -92,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     check_out_dir(args.out)
     read_traces(args.traces)  # a missing, binary or malformed file fails before the model loads
-    check_ray_backend(args.ray, args.backend)
     if vllm:
         from mechreason.backends.base import require_hooks
         from mechreason.backends.vllm_backend import require_python
@@ -105,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.model or DEFAULT_MODEL, device=args.device)
         traces = load_traces(model, args.traces)
         backend = None
-        if vllm:
+        if vllm and not args.ray:  # with --ray, each worker runs a vLLM engine of its own
             from mechreason.backends.vllm_backend import VLLMBackend
 
             backend = stack.enter_context(VLLMBackend(model))
@@ -114,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
             from mechreason.scale.rollouts import RayRunner
             from mechreason.scale.workers import ModelSpec
 
-            runner = RayRunner(args.ray, ModelSpec(model.name if args.model is None else args.model,
-                                                   device=args.device or "cpu"),
-                               workers=args.workers)
+            spec = ModelSpec(model.name if args.model is None else args.model,
+                             device=args.device or "cpu", backend="vllm" if vllm else "engine")
+            runner = RayRunner(args.ray, spec, workers=args.workers)
             stack.callback(runner.close)
         summary = analyze(model, traces, cfg, args.out, progress=True, backend=backend,
                           runner=runner)

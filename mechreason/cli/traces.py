@@ -37,7 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mechreason.backends.base import check_ray_backend
     from mechreason.model.loading import load_model
     from mechreason.model.weights import DEFAULT_MODEL
     from mechreason.outputs import check_out_file, output_lock
@@ -51,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     check_model_name(args.model or DEFAULT_MODEL)
     check_device(args.device)
     check_out_file(args.out)
-    check_ray_backend(args.ray, args.backend)
     if args.backend == "vllm":
         from mechreason.backends.vllm_backend import require_python
 
@@ -89,7 +87,8 @@ def _run_ray(args: argparse.Namespace, cfg: TracesConfig, style: str, sampling: 
     from mechreason.scale.workers import ModelSpec
     from mechreason.traces.run import summarize
 
-    spec = ModelSpec(args.model or DEFAULT_MODEL, device=args.device or "cpu", dtype=args.dtype)
+    spec = ModelSpec(args.model or DEFAULT_MODEL, device=args.device or "cpu", dtype=args.dtype,
+                     backend="vllm" if args.backend == "vllm" else "engine")
     records = run_traces_ray(spec, problems, args.out, style=style, sampling=sampling,
                              address=args.ray, workers=args.workers, labeller=cfg.labeller,
                              keep_tail=not cfg.drop_tail)

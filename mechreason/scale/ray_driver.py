@@ -58,7 +58,8 @@ def connect(address: str, *, num_cpus: int | None = None) -> None:
 def _worker_env() -> dict[str, str]:
     """Thread counts travel to the workers (one torch thread per core a worker holds)."""
     return {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HOME",
-                                       "MECHREASON_CACHE", "MECHREASON_BACKEND")
+                                       "MECHREASON_CACHE", "MECHREASON_BACKEND",
+                                       "MECHREASON_VLLM_PYTHON")
             if k in os.environ}
 
 
