@@ -58,6 +58,7 @@ def vllm(model):
 
     with VLLMBackend(model, dtype="float32") as backend:
         yield backend
+    assert not os.path.exists(backend._log.name), "a clean close deletes the vLLM log"
 
 
 def _chat(model, q):

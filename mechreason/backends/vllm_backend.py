@@ -145,6 +145,8 @@ class VLLMBackend(GenerationBackend):
         self.model = model
         self.model_dir = Path(model_dir) if model_dir else export_model_dir(model, cache)
         self.version = ""
+        self._failed = False
+        """An error named the log: it is kept."""
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (open while the worker runs)
             prefix="mechreason-vllm-", suffix=".log", delete=False)
         settings = {"model_dir": str(self.model_dir), "dtype": dtype,
@@ -161,6 +163,7 @@ class VLLMBackend(GenerationBackend):
             if check:
                 self._smoke_test()
         except BaseException:
+            self._failed = True  # keep the log of a start that failed
             self.close()
             raise
 
@@ -180,6 +183,8 @@ class VLLMBackend(GenerationBackend):
                 for c in reply["completions"]]
 
     def close(self) -> None:
+        """Stop the worker. Its log is deleted after a clean exit and kept (its path is in
+        the error message) after any failure."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -190,10 +195,13 @@ class VLLMBackend(GenerationBackend):
                 proc.stdin.close()
             proc.wait(timeout=60)
         except (OSError, subprocess.TimeoutExpired):
+            self._failed = True
             proc.kill()
             proc.wait()
         finally:
             self._log.close()
+            if not self._failed and proc.returncode == 0:
+                Path(self._log.name).unlink(missing_ok=True)
 
     def _send(self, msg: dict[str, Any]) -> None:
         proc = self._alive()
@@ -212,6 +220,7 @@ class VLLMBackend(GenerationBackend):
             raise self._died()
         reply = json.loads(line)
         if "error" in reply:
+            self._failed = True
             raise MechReasonError(f"vLLM worker: {reply['error']} (log: {self._log.name})")
         return dict(reply)
 
@@ -221,6 +230,7 @@ class VLLMBackend(GenerationBackend):
         return self._proc
 
     def _died(self) -> MechReasonError:
+        self._failed = True
         proc = self._alive()
         code = proc.wait()
         self._log.flush()
