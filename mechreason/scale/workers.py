@@ -54,7 +54,7 @@ def make_generator(spec: ModelSpec) -> Generator:
         return Generator(model)
     from mechreason.backends.vllm_backend import VLLMBackend
 
-    return Generator(model, VLLMBackend(model, dtype=spec.dtype).__enter__())
+    return Generator(model, VLLMBackend(model, dtype=spec.dtype))  # started; lives with the worker
 
 
 def trace_work(gen: Generator, shard: Shard) -> list[dict[str, Any]]:
