@@ -36,7 +36,7 @@ class RayRunner:
         self.extract, self.grade = extract or d_extract, grade or d_grade
         self.on_dispatch = on_dispatch
         self.pool, self._own = pool, pool is None
-        self.backend_name = "vllm" if spec.backend == "vllm" else "engine"
+        self.backend_name = spec.backend
         """Where the rollouts come from (the resume check of ``run_rollouts`` reads it)."""
 
     def __call__(self, trace: AnchorTrace, cfg: ResampleConfig, jobs: list[Job], emit: Emit) -> None:
